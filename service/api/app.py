@@ -1,0 +1,63 @@
+"""The FastAPI application factory. Settings are passed in; nothing is read at import time."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+from sqlalchemy.engine import Engine
+
+from service import auth
+from service.api.deps import ApiState
+from service.api.errors import install_error_handlers
+from service.api.routes import health, runs, worker
+from service.artifacts import open_store
+from service.db.session import make_engine, make_sessionmaker
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """gradpilot tunes neural networks the way an expert does: it reads the gradient
+norms and learning curves of a training job, diagnoses the network, changes its
+hyperparameters or rewrites its architecture, and trains again.
+
+Every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`. Workers
+use the token of their own job, which reaches only that job's endpoints."""
+
+
+def build_state(settings: Settings, engine: Engine | None = None) -> ApiState:
+    settings.ensure_home()
+    engine = engine or make_engine(settings.resolved_database_url)
+    return ApiState(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        artifacts=open_store(
+            settings.resolved_artifact_url,
+            endpoint_url=settings.aws_endpoint_url,
+            region=settings.aws_region,
+        ),
+        user_digests=auth.configured_user_digests(settings),
+    )
+
+
+def create_app(settings: Settings, *, state: ApiState | None = None) -> FastAPI:
+    """Build the API. The database must already be migrated (``gradpilot serve`` does that)."""
+    app: FastAPI = FastAPIOffline(
+        title="gradpilot",
+        version="0.1.0",
+        description=DESCRIPTION,
+    )
+    app.state.gradpilot = state or build_state(settings)
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(runs.router)
+    app.include_router(worker.router)
+    try:
+        from service.web.routes import router as web_router
+    except ImportError:  # the dashboard is optional in a worker-only image
+        pass
+    else:
+        app.include_router(web_router)
+    return app

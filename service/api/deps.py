@@ -1,0 +1,102 @@
+"""FastAPI dependencies: the app's state, a database session per request, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from service import auth
+from service.artifacts import ArtifactStore
+from service.auth import Principal
+from service.jobs import JobBounds
+from service.errors import Forbidden, Unauthorized
+from service.settings import Settings
+
+
+@dataclass
+class ApiState:
+    """What every request may reach; built once by ``create_app``."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    artifacts: ArtifactStore
+    user_digests: frozenset[str]
+    #: token digest -> principal; job tokens never change, so a hit skips the database.
+    principals: dict[str, Principal] = field(default_factory=dict)
+    #: job id -> its segment; immutable, so summary ingest checks it without a query.
+    job_bounds: dict[str, JobBounds] = field(default_factory=dict)
+
+
+def get_state(request: Request) -> ApiState:
+    return request.app.state.gradpilot  # type: ignore[no-any-return]
+
+
+State = Annotated[ApiState, Depends(get_state)]
+
+
+def get_session(state: State) -> Iterator[Session]:
+    """One transaction per request: committed by the route's service call, rolled back on error."""
+    session = state.sessions()
+    try:
+        yield session
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+DbSession = Annotated[Session, Depends(get_session)]
+_bearer = HTTPBearer(auto_error=False, description="A user token, or a job's token (worker).")
+
+
+def get_principal(
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None or not credentials.credentials:
+        raise Unauthorized(
+            "missing bearer token: send 'Authorization: Bearer <token>' (the CLI reads "
+            "GRADPILOT_TOKEN, or the token file an embedded server writes)"
+        )
+    token = credentials.credentials
+    d = auth.digest(token)
+    cached = state.principals.get(d)
+    if cached is not None:
+        return cached
+    with state.sessions() as session:
+        principal = auth.lookup(session, token, state.user_digests)
+    if principal is None:
+        raise Unauthorized("unknown or revoked token")
+    if principal.kind == "job":
+        state.principals[d] = principal
+    return principal
+
+
+Caller = Annotated[Principal, Depends(get_principal)]
+
+
+def require_user(principal: Caller) -> Principal:
+    if principal.kind != "user":
+        raise Forbidden("a job token reaches only its own job's worker endpoints")
+    return principal
+
+
+User = Annotated[Principal, Depends(require_user)]
+
+
+def require_job_access(job_id: str, principal: Caller) -> Principal:
+    """Users may act for any job; a job token only for its own."""
+    if principal.kind == "job" and principal.job_id != job_id:
+        raise Forbidden("this job token belongs to another job")
+    return principal
+
+
+JobCaller = Annotated[Principal, Depends(require_job_access)]

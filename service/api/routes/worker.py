@@ -1,0 +1,62 @@
+"""Worker routes (job token) and the user's view of one job."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service import jobs as job_ops
+from service.api.deps import DbSession, JobCaller, State, User
+from service.errors import Conflict
+from service.schemas.jobs import CheckpointIn, HeartbeatIn, JobFinish, JobPublic, JobSpec
+from service.schemas.summaries import EpochSummaryAck, EpochSummaryBatch
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+@router.get("/{job_id}", summary="Show a job")
+def get_job(job_id: str, session: DbSession, _: User) -> JobPublic:
+    return JobPublic.model_validate(job_ops.get_job(session, job_id))
+
+
+@router.get("/{job_id}/spec", summary="The job's spec (worker)")
+def get_spec(job_id: str, state: State, session: DbSession, _: JobCaller) -> JobSpec:
+    job = job_ops.get_job(session, job_id)
+    return job_ops.job_spec(session, job, state.settings.resolved_artifact_url)
+
+
+@router.post("/{job_id}/summaries", summary="Post epoch summaries (worker; idempotent)")
+def post_summaries(
+    job_id: str, body: EpochSummaryBatch, state: State, session: DbSession, _: JobCaller
+) -> EpochSummaryAck:
+    bounds = state.job_bounds.get(job_id)
+    if bounds is None:
+        bounds = state.job_bounds.setdefault(job_id, job_ops.job_bounds(session, job_id))
+    accepted, duplicates = job_ops.ingest_summaries(session, job_id, bounds, body.summaries)
+    session.commit()
+    return EpochSummaryAck(accepted=accepted, duplicates=duplicates)
+
+
+@router.post("/{job_id}/checkpoints", summary="Register a checkpoint (worker)")
+def post_checkpoint(job_id: str, body: CheckpointIn, session: DbSession, _: JobCaller) -> dict[str, str]:
+    job = job_ops.get_job(session, job_id)
+    job_ops.register_checkpoint(session, job, body)
+    session.commit()
+    return {"status": "ok"}
+
+
+@router.post("/{job_id}/heartbeat", summary="The worker is alive (worker)")
+def post_heartbeat(job_id: str, body: HeartbeatIn, session: DbSession, _: JobCaller) -> dict[str, bool]:
+    job = job_ops.get_job(session, job_id)
+    if job.status in ("succeeded", "failed"):
+        raise Conflict(f"job {job_id} has already ended ({job.status})")
+    cancel = job_ops.heartbeat(session, job)
+    session.commit()
+    return {"cancel_requested": cancel}
+
+
+@router.post("/{job_id}/finish", summary="Report how the job ended (worker)")
+def post_finish(job_id: str, body: JobFinish, session: DbSession, _: JobCaller) -> JobPublic:
+    job = job_ops.get_job(session, job_id)
+    job_ops.finish_job(session, job, body)
+    session.commit()
+    return JobPublic.model_validate(job)

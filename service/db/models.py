@@ -1,0 +1,201 @@
+"""The service's tables. Alembic (``migrations/``) owns the schema; this module describes it.
+
+JSON columns hold structured values that are read whole (hyperparameters, diagnostics,
+per-tensor gradient statistics); one row per epoch summary keeps ingest to one insert.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSONType, list[Any]: JSONType}
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(32), default="pending", index=True)
+    dataset: Mapped[dict[str, Any]]
+    hyperparameters: Mapped[dict[str, Any]] = mapped_column(comment="Initial hyperparameters.")
+    budget: Mapped[dict[str, Any]]
+    resources: Mapped[dict[str, Any]]
+    advisor: Mapped[str] = mapped_column(String(300))
+    approval: Mapped[str] = mapped_column(String(32), default="auto")
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    best_val_accuracy: Mapped[float | None] = mapped_column(Float)
+    baseline_val_accuracy: Mapped[float | None] = mapped_column(Float)
+    final_test_accuracy: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    pending_approval: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    approval_response: Mapped[dict[str, Any] | None] = mapped_column(
+        JSONType, comment="The user's answer, until the controller hands it to the graph."
+    )
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    report_uri: Mapped[str | None] = mapped_column(String(2000))
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, onupdate=utcnow
+    )
+
+    jobs: Mapped[list[Job]] = relationship(
+        back_populates="run", order_by="Job.created_at", cascade="all, delete-orphan"
+    )
+    architectures: Mapped[list[Architecture]] = relationship(
+        back_populates="run", order_by="Architecture.version", cascade="all, delete-orphan"
+    )
+    decisions: Mapped[list[Decision]] = relationship(
+        back_populates="run", order_by="Decision.sequence", cascade="all, delete-orphan"
+    )
+
+
+class Architecture(Base):
+    __tablename__ = "architectures"
+    __table_args__ = (UniqueConstraint("run_id", "version", name="uq_architecture_version"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    parent_version: Mapped[int | None] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(300), default="user")
+    parameters: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="architectures")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("run_id", "generation", "attempt", name="uq_job_generation_attempt"),
+        Index("ix_jobs_status", "status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    architecture_version: Mapped[int] = mapped_column(Integer)
+    hyperparameters: Mapped[dict[str, Any]]
+    epoch_start: Mapped[int] = mapped_column(Integer)
+    epochs: Mapped[int] = mapped_column(Integer)
+    schedule_epoch: Mapped[int] = mapped_column(Integer, default=0)
+    schedule_total_epochs: Mapped[int] = mapped_column(Integer)
+    resume_checkpoint: Mapped[str | None] = mapped_column(String(2000))
+    resume_weights_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(32), default="pending")
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    log_location: Mapped[str | None] = mapped_column(String(2000))
+    error_kind: Mapped[str | None] = mapped_column(String(32))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+    checkpoint_uri: Mapped[str | None] = mapped_column(String(2000))
+    checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)
+    best_val_accuracy: Mapped[float | None] = mapped_column(Float)
+    test_accuracy: Mapped[float | None] = mapped_column(Float)
+    outcome_delivered: Mapped[bool] = mapped_column(
+        Boolean, default=False, comment="The agent graph has been resumed with this outcome."
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    run: Mapped[Run] = relationship(back_populates="jobs")
+
+
+class EpochSummary(Base):
+    __tablename__ = "epoch_summaries"
+    __table_args__ = (UniqueConstraint("job_id", "epoch", name="uq_summary_job_epoch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    train_accuracy: Mapped[float] = mapped_column(Float)
+    val_accuracy: Mapped[float] = mapped_column(Float)
+    learning_rate: Mapped[float] = mapped_column(Float)
+    grad_total: Mapped[dict[str, Any]]
+    grad_layers: Mapped[dict[str, Any]]
+    weight_norms: Mapped[dict[str, Any]]
+    nonfinite_steps: Mapped[int] = mapped_column(Integer, default=0)
+    steps: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float] = mapped_column(Float)
+    samples_per_second: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Decision(Base):
+    __tablename__ = "decisions"
+    __table_args__ = (UniqueConstraint("run_id", "sequence", name="uq_decision_sequence"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    sequence: Mapped[int] = mapped_column(Integer)
+    generation: Mapped[int] = mapped_column(Integer)
+    action: Mapped[str] = mapped_column(String(32))
+    advisor: Mapped[str] = mapped_column(String(300))
+    fallback: Mapped[bool] = mapped_column(Boolean, default=False)
+    rationale: Mapped[str] = mapped_column(Text, default="")
+    diagnostics: Mapped[dict[str, Any]]
+    assessment: Mapped[dict[str, Any]]
+    changes: Mapped[dict[str, Any]]
+    architecture_version: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    run: Mapped[Run] = relationship(back_populates="decisions")
+
+
+class ApiToken(Base):
+    """A bearer token, stored as its SHA-256; job tokens reach only their own job."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), comment="user or job")
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -1,0 +1,198 @@
+"""Job operations: the worker's side (spec, summaries, checkpoints, heartbeat, finish) and
+the user's read side. Callers own the transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from service.db.models import Architecture, EpochSummary, Job, Run, utcnow
+from service.errors import Conflict, InvalidInput, NotFound
+from service.schemas.datasets import DatasetSpec
+from service.schemas.hyperparameters import Hyperparameters
+from service.schemas.jobs import TERMINAL_JOB_STATUSES, CheckpointIn, JobFinish, JobSpec
+from service.schemas.summaries import EpochSummaryIn, EpochSummaryPublic
+
+
+@dataclass(frozen=True)
+class JobBounds:
+    """The immutable facts that summary ingest checks; cached per job by the API."""
+
+    run_id: str
+    epoch_start: int
+    epochs: int
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    return job
+
+
+def job_bounds(session: Session, job_id: str) -> JobBounds:
+    row = session.execute(
+        select(Job.run_id, Job.epoch_start, Job.epochs).where(Job.id == job_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no job with id {job_id!r}")
+    return JobBounds(*row)
+
+
+def job_spec(session: Session, job: Job, artifact_root: str, checkpoint_every: int = 5) -> JobSpec:
+    run = job.run
+    arch = session.execute(
+        select(Architecture).where(
+            Architecture.run_id == run.id, Architecture.version == job.architecture_version
+        )
+    ).scalar_one()
+    return JobSpec(
+        job_id=job.id,
+        run_id=run.id,
+        generation=job.generation,
+        attempt=job.attempt,
+        model_source=arch.source,
+        model_sha256=arch.sha256,
+        dataset=DatasetSpec.model_validate(run.dataset),
+        hyperparameters=Hyperparameters.model_validate(job.hyperparameters),
+        epoch_start=job.epoch_start,
+        epochs=job.epochs,
+        schedule_epoch=job.schedule_epoch,
+        schedule_total_epochs=job.schedule_total_epochs,
+        resume_checkpoint=job.resume_checkpoint,
+        resume_weights_only=job.resume_weights_only,
+        artifact_prefix=f"{artifact_root.rstrip('/')}/runs/{run.id}/jobs/g{job.generation}",
+        checkpoint_every=checkpoint_every,
+        seed=run.seed + job.generation,
+    )
+
+
+def _insert(session: Session) -> Any:
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+def ingest_summaries(
+    session: Session, job_id: str, bounds: JobBounds, summaries: list[EpochSummaryIn]
+) -> tuple[int, int]:
+    """Store a batch of summaries in one statement; epochs already stored are ignored.
+
+    Returns (accepted, duplicates). An epoch outside the job's segment refuses the whole batch.
+    """
+    end = bounds.epoch_start + bounds.epochs
+    bad = [s.epoch for s in summaries if not bounds.epoch_start <= s.epoch < end]
+    if bad:
+        raise InvalidInput(
+            f"epoch {bad[0]} is outside this job's segment [{bounds.epoch_start}, {end}): "
+            "post only the epochs the job trains"
+        )
+    rows: dict[int, dict[str, Any]] = {}
+    for s in summaries:  # a batch that repeats an epoch keeps the first copy
+        rows.setdefault(
+            s.epoch,
+            {
+                **s.model_dump(exclude={"grad_total", "grad_layers"}),
+                "grad_total": s.grad_total.model_dump(),
+                "grad_layers": {k: v.model_dump() for k, v in s.grad_layers.items()},
+                "job_id": job_id,
+                "run_id": bounds.run_id,
+                "created_at": utcnow(),
+            },
+        )
+    stmt = (
+        _insert(session)(EpochSummary)
+        .values(list(rows.values()))
+        .on_conflict_do_nothing(index_elements=["job_id", "epoch"])
+        .returning(EpochSummary.epoch)
+    )
+    accepted = len(session.execute(stmt).all())
+    return accepted, len(summaries) - accepted
+
+
+def _require_active(job: Job) -> None:
+    if job.status in TERMINAL_JOB_STATUSES:
+        raise Conflict(f"job {job.id} has already ended ({job.status})")
+
+
+def register_checkpoint(session: Session, job: Job, body: CheckpointIn) -> None:
+    end = job.epoch_start + job.epochs
+    if not job.epoch_start <= body.epoch <= end:
+        raise InvalidInput(f"checkpoint epoch {body.epoch} is outside [{job.epoch_start}, {end}]")
+    if job.checkpoint_epoch is None or body.epoch >= job.checkpoint_epoch:
+        job.checkpoint_uri = body.uri
+        job.checkpoint_epoch = body.epoch
+
+
+def heartbeat(session: Session, job: Job) -> bool:
+    """Mark the job alive (and running); returns whether the user asked to cancel its run."""
+    now = utcnow()
+    job.heartbeat_at = now
+    if job.status in ("pending", "submitted"):
+        job.status = "running"
+        job.started_at = job.started_at or now
+    return bool(job.run.cancel_requested) or job.status == "cancelled"
+
+
+def best_val_accuracy(session: Session, job_id: str) -> float | None:
+    return session.execute(
+        select(func.max(EpochSummary.val_accuracy)).where(EpochSummary.job_id == job_id)
+    ).scalar_one()
+
+
+def finish_job(session: Session, job: Job, body: JobFinish) -> None:
+    """Record the worker's own account of how the job ended (idempotent for the same status)."""
+    if job.status in TERMINAL_JOB_STATUSES:
+        if job.status == body.status:
+            return
+        raise Conflict(f"job {job.id} has already ended ({job.status})")
+    if body.status == "failed" and body.error_kind is None:
+        raise InvalidInput("a failed job needs error_kind: 'code' or 'infrastructure'")
+    job.status = body.status
+    job.error_kind = body.error_kind if body.status == "failed" else None
+    job.exit_code = body.exit_code
+    job.error_message = body.message
+    job.traceback = body.traceback
+    job.test_accuracy = body.test_accuracy
+    job.finished_at = utcnow()
+    job.best_val_accuracy = best_val_accuracy(session, job.id)
+
+
+def list_jobs(session: Session, run_id: str) -> list[Job]:
+    return list(
+        session.execute(
+            select(Job).where(Job.run_id == run_id).order_by(Job.generation, Job.attempt)
+        ).scalars()
+    )
+
+
+def metrics(session: Session, run_id: str, since_epoch: int | None = None) -> list[EpochSummaryPublic]:
+    """The run's epoch summaries in epoch order; for a retried generation, the latest attempt's."""
+    stmt = (
+        select(EpochSummary, Job.generation, Job.attempt)
+        .join(Job, Job.id == EpochSummary.job_id)
+        .where(EpochSummary.run_id == run_id)
+        .order_by(EpochSummary.epoch, Job.attempt)
+    )
+    if since_epoch is not None:
+        stmt = stmt.where(EpochSummary.epoch >= since_epoch)
+    by_epoch: dict[int, EpochSummaryPublic] = {}
+    for row, generation, attempt in session.execute(stmt).tuples():
+        by_epoch[row.epoch] = EpochSummaryPublic.model_validate(
+            {
+                **{c: getattr(row, c) for c in EpochSummaryIn.model_fields},
+                "job_id": row.job_id,
+                "generation": generation,
+                "attempt": attempt,
+            }
+        )
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def require_run(session: Session, run_id: str) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run with id {run_id!r}")
+    return run

@@ -1,0 +1,231 @@
+"""Run operations shared by the API and the agent: create, read, cancel, approve, reject.
+
+Functions take a session and leave committing to the caller, who owns the transaction.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from service.db.models import Architecture, Decision, EpochSummary, Job, Run
+from service.errors import Conflict, InvalidInput, NotFound, SandboxRejected
+from service.schemas.datasets import DatasetSpec
+from service.schemas.decisions import ArchitectureDiff, ArchitecturePublic, DecisionPublic
+from service.schemas.hyperparameters import Hyperparameters
+from service.schemas.runs import (
+    TERMINAL_RUN_STATUSES,
+    ApprovalRequest,
+    Budget,
+    Resources,
+    RunCreate,
+    RunPublic,
+    RunSummary,
+)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def check_advisor_spec(spec: str) -> str:
+    spec = spec.strip()
+    if spec == "rules":
+        return spec
+    provider, sep, model = spec.partition(":")
+    if not sep or not provider or not model:
+        raise InvalidInput(
+            f"unknown advisor {spec!r}: use 'rules', 'bedrock:<model or inference profile id>' "
+            "or '<provider>:<model>'"
+        )
+    return spec
+
+
+def create_run(session: Session, body: RunCreate, default_advisor: str) -> Run:
+    """Store a new run and its first architecture (after the static check of its source)."""
+    from service.sandbox.static_check import check_source
+
+    try:
+        check_source(body.model_source)
+    except SandboxRejected as e:
+        raise InvalidInput(f"model_source was refused by the static check: {e.message}") from e
+    run = Run(
+        name=body.name,
+        status="pending",
+        dataset=body.dataset.model_dump(mode="json"),
+        hyperparameters=body.hyperparameters.model_dump(mode="json"),
+        budget=body.budget.model_dump(mode="json"),
+        resources=body.resources.model_dump(mode="json"),
+        advisor=check_advisor_spec(body.advisor or default_advisor),
+        approval=body.approval,
+        seed=body.seed,
+    )
+    session.add(run)
+    session.flush()
+    session.add(
+        Architecture(
+            run_id=run.id, version=0, parent_version=None, source=body.model_source,
+            sha256=sha256(body.model_source), rationale="The model as submitted.", author="user",
+        )
+    )
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: str, *, for_update: bool = False) -> Run:
+    stmt = select(Run).where(Run.id == run_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    run = session.execute(stmt).scalar_one_or_none()
+    if run is None:
+        raise NotFound(f"no run with id {run_id!r}")
+    return run
+
+
+def _job_counts(session: Session, run_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """Jobs and distinct epochs trained, per run (retried attempts repeat epochs)."""
+    if not run_ids:
+        return {}
+    jobs = dict(
+        session.execute(
+            select(Job.run_id, func.count(Job.id)).where(Job.run_id.in_(run_ids)).group_by(Job.run_id)
+        ).tuples()
+    )
+    epochs = dict(
+        session.execute(
+            select(EpochSummary.run_id, func.count(EpochSummary.epoch.distinct()))
+            .where(EpochSummary.run_id.in_(run_ids))
+            .group_by(EpochSummary.run_id)
+        ).tuples()
+    )
+    return {r: (int(jobs.get(r, 0)), int(epochs.get(r, 0))) for r in run_ids}
+
+
+def _summary(run: Run, counts: tuple[int, int]) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "dataset": run.dataset.get("name", "?"),
+        "advisor": run.advisor,
+        "approval": run.approval,
+        "jobs": counts[0],
+        "epochs": counts[1],
+        "best_val_accuracy": run.best_val_accuracy,
+        "baseline_val_accuracy": run.baseline_val_accuracy,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
+        "error": run.error,
+    }
+
+
+def list_runs(session: Session, *, status: str | None, limit: int, offset: int) -> tuple[list[RunSummary], int]:
+    stmt = select(Run)
+    count_stmt = select(func.count(Run.id))
+    if status:
+        stmt = stmt.where(Run.status == status)
+        count_stmt = count_stmt.where(Run.status == status)
+    runs = list(session.execute(stmt.order_by(Run.created_at.desc()).limit(limit).offset(offset)).scalars())
+    counts = _job_counts(session, [r.id for r in runs])
+    data = [RunSummary.model_validate(_summary(r, counts.get(r.id, (0, 0)))) for r in runs]
+    return data, int(session.execute(count_stmt).scalar_one())
+
+
+def latest_job(session: Session, run_id: str) -> Job | None:
+    return session.execute(
+        select(Job).where(Job.run_id == run_id).order_by(Job.generation.desc(), Job.attempt.desc()).limit(1)
+    ).scalar_one_or_none()
+
+
+def current_architecture_version(session: Session, run_id: str) -> int:
+    return int(
+        session.execute(select(func.max(Architecture.version)).where(Architecture.run_id == run_id)).scalar_one()
+        or 0
+    )
+
+
+def run_public(session: Session, run: Run) -> RunPublic:
+    counts = _job_counts(session, [run.id]).get(run.id, (0, 0))
+    job = latest_job(session, run.id)
+    hp = job.hyperparameters if job else run.hyperparameters
+    decisions = [DecisionPublic.model_validate(d) for d in run.decisions]
+    return RunPublic.model_validate(
+        {
+            **_summary(run, counts),
+            "dataset_spec": DatasetSpec.model_validate(run.dataset),
+            "hyperparameters": Hyperparameters.model_validate(hp),
+            "budget": Budget.model_validate(run.budget),
+            "resources": Resources.model_validate(run.resources),
+            "seed": run.seed,
+            "architecture_version": job.architecture_version if job else 0,
+            "final_test_accuracy": run.final_test_accuracy,
+            "pending_approval": ApprovalRequest.model_validate(run.pending_approval)
+            if run.pending_approval
+            else None,
+            "input_tokens": run.input_tokens,
+            "output_tokens": run.output_tokens,
+            "decisions": decisions,
+        }
+    )
+
+
+def cancel_run(session: Session, run: Run) -> None:
+    if run.status in TERMINAL_RUN_STATUSES:
+        raise Conflict(f"run {run.id} has already ended ({run.status}); nothing to cancel")
+    run.cancel_requested = True
+    run.status = "cancelled"
+    run.pending_approval = None
+
+
+def answer_approval(session: Session, run: Run, *, approved: bool, feedback: str = "") -> None:
+    if run.status != "awaiting_approval" or run.pending_approval is None:
+        raise Conflict(
+            f"run {run.id} is not waiting for approval (status {run.status}); "
+            "only a run whose approval policy paused it can be approved or rejected"
+        )
+    if run.approval_response is not None:
+        raise Conflict(f"run {run.id} has already been answered; the agent is picking it up")
+    run.approval_response = {"approved": approved, "feedback": feedback}
+
+
+def decisions(session: Session, run_id: str) -> list[DecisionPublic]:
+    rows = session.execute(select(Decision).where(Decision.run_id == run_id).order_by(Decision.sequence)).scalars()
+    return [DecisionPublic.model_validate(d) for d in rows]
+
+
+def architectures(session: Session, run_id: str) -> list[ArchitecturePublic]:
+    rows = session.execute(
+        select(Architecture).where(Architecture.run_id == run_id).order_by(Architecture.version)
+    ).scalars()
+    return [ArchitecturePublic.model_validate(a) for a in rows]
+
+
+def get_architecture(session: Session, run_id: str, version: int) -> Architecture:
+    row = session.execute(
+        select(Architecture).where(Architecture.run_id == run_id, Architecture.version == version)
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"run {run_id} has no architecture version {version}")
+    return row
+
+
+def unified_diff(a: str, b: str, a_name: str, b_name: str) -> str:
+    return "".join(
+        difflib.unified_diff(a.splitlines(keepends=True), b.splitlines(keepends=True), a_name, b_name)
+    )
+
+
+def architecture_diff(session: Session, run_id: str, a: int | None, b: int | None) -> ArchitectureDiff:
+    latest = current_architecture_version(session, run_id)
+    to_v = latest if b is None else b
+    from_v = (to_v - 1 if to_v > 0 else 0) if a is None else a
+    old, new = get_architecture(session, run_id, from_v), get_architecture(session, run_id, to_v)
+    return ArchitectureDiff(
+        run_id=run_id, from_version=from_v, to_version=to_v,
+        diff=unified_diff(old.source, new.source, f"v{from_v}/model.py", f"v{to_v}/model.py"),
+        rationale=new.rationale,
+    )

@@ -1,0 +1,134 @@
+"""The one settings class. Built once at start-up and passed down (never an import-time global).
+
+Every setting has an embedded default, so that a fresh machine runs with none set: SQLite and
+artifacts under ``~/.gradpilot`` (``GRADPILOT_HOME`` moves it), local processes, the offline
+rules advisor. Unsafe combinations fail at start-up with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.errors import ConfigurationError
+
+
+def _default_home() -> Path:
+    return Path.home() / ".gradpilot"
+
+
+class Settings(BaseSettings):
+    """gradpilot's configuration; each field is read from ``GRADPILOT_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="GRADPILOT_", extra="ignore")
+
+    home: Path = Field(default_factory=_default_home, description="Folder for embedded state.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file under home."
+    )
+    artifact_url: str | None = Field(
+        None, description="file:///path or s3://bucket/prefix; default: home/artifacts."
+    )
+    executor: Literal["local", "batch"] = "local"
+    advisor: str = Field("rules", description="Default advisor of new runs.")
+    aws_endpoint_url: str | None = Field(None, description="moto's URL for local testing.")
+    aws_region: str = "us-east-1"
+
+    # API
+    host: str = "127.0.0.1"
+    port: int = 8765
+    public_url: str | None = Field(
+        None, description="URL workers use to reach the API; default http://host:port."
+    )
+    api_tokens: list[SecretStr] = Field(
+        default_factory=list, description="Accepted user bearer tokens (JSON list in env)."
+    )
+
+    # Local executor
+    local_max_parallel: int = Field(2, ge=1, le=64)
+    local_python: str | None = Field(None, description="Python for workers; default: this one.")
+
+    # AWS Batch executor
+    batch_job_queue: str | None = None
+    batch_job_definition: str | None = None
+    batch_runnable_timeout_s: int = Field(1800, ge=60)
+
+    # Controller
+    controller_interval_s: float = Field(1.0, gt=0)
+    job_heartbeat_timeout_s: int = Field(600, ge=10)
+
+    # Sandbox limits
+    sandbox_timeout_s: float = Field(60.0, gt=0)
+    sandbox_memory_mb: int = Field(4096, ge=256)
+    sandbox_max_parameters: int = Field(50_000_000, ge=1000)
+
+    @model_validator(mode="after")
+    def _safe(self) -> Settings:
+        if not self.is_loopback() and not self.api_tokens:
+            raise ConfigurationError(
+                f"GRADPILOT_HOST={self.host} listens beyond this machine but no token is set: "
+                'set GRADPILOT_API_TOKENS=\'["<a long random token>"]\' or listen on 127.0.0.1'
+            )
+        for token in self.api_tokens:
+            if len(token.get_secret_value()) < 16:
+                raise ConfigurationError(
+                    "every GRADPILOT_API_TOKENS entry must be at least 16 characters long"
+                )
+        if self.executor == "batch":
+            missing = [
+                name
+                for name, value in (
+                    ("GRADPILOT_BATCH_JOB_QUEUE", self.batch_job_queue),
+                    ("GRADPILOT_BATCH_JOB_DEFINITION", self.batch_job_definition),
+                )
+                if not value
+            ]
+            if missing:
+                raise ConfigurationError(
+                    f"executor 'batch' needs {' and '.join(missing)} "
+                    "(`gradpilot infra deploy` prints them)"
+                )
+            if not self.resolved_artifact_url.startswith("s3://"):
+                raise ConfigurationError(
+                    "executor 'batch' needs an s3:// GRADPILOT_ARTIFACT_URL: Batch containers "
+                    "cannot reach this machine's files"
+                )
+        return self
+
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'gradpilot.db'}"
+
+    @property
+    def resolved_artifact_url(self) -> str:
+        return self.artifact_url or (self.home / "artifacts").resolve().as_uri()
+
+    @property
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def token_file(self) -> Path:
+        return self.home / "token"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
+
+    def ensure_home(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
