@@ -9,13 +9,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+from service.db.migrate import include_name
 from service.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
-
-_LANGGRAPH_TABLES = {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations", "writes"}
-
 
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
@@ -26,10 +24,6 @@ def _url() -> str:
     settings = Settings()
     settings.ensure_home()
     return settings.resolved_database_url
-
-
-def include_name(name: str | None, type_: str, parent_names: object) -> bool:
-    return not (type_ == "table" and name in _LANGGRAPH_TABLES)
 
 
 def run_migrations_offline() -> None:

@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-27 16:18:27.612028
+Revises:
+Create Date: 2026-11-27 16:21:06.076591
 """
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-
     op.create_table('runs',
     sa.Column('id', sa.String(length=32), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=True),
@@ -41,6 +40,8 @@ def upgrade() -> None:
     sa.Column('report_uri', sa.String(length=2000), nullable=True),
     sa.Column('input_tokens', sa.Integer(), nullable=False),
     sa.Column('output_tokens', sa.Integer(), nullable=False),
+    sa.Column('lease_owner', sa.String(length=100), nullable=True, comment="Controller replica advancing this run's agent graph."),
+    sa.Column('lease_expires_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
@@ -167,9 +168,7 @@ def upgrade() -> None:
 
 
 
-
 def downgrade() -> None:
-
     with op.batch_alter_table('epoch_summaries', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_epoch_summaries_run_id'))
 
@@ -192,4 +191,3 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_runs_status'))
 
     op.drop_table('runs')
-

@@ -10,6 +10,16 @@ from alembic.config import Config
 
 _ROOT = Path(__file__).resolve().parents[2]
 
+#: LangGraph's checkpointer owns these tables in the same database; Alembic leaves them alone.
+LANGGRAPH_TABLES = frozenset(
+    {"checkpoints", "checkpoint_blobs", "checkpoint_writes", "checkpoint_migrations", "writes"}
+)
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's ``include_name`` hook: skip LangGraph's tables in autogenerate."""
+    return not (type_ == "table" and name in LANGGRAPH_TABLES)
+
 
 def alembic_config(url: str) -> Config:
     ini = _ROOT / "alembic.ini"

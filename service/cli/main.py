@@ -1,0 +1,109 @@
+"""The ``gradpilot`` command: a typer app over the REST API, plus the server processes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from service.cli.client import CliError
+from service.cli.runs import runs_app
+
+app = typer.Typer(
+    help="gradpilot: diagnose a network from its gradient norms, fix it, train again.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(runs_app, name="runs")
+console = Console()
+err = Console(stderr=True)
+
+try:
+    from service.cli.infra import app as infra_app
+except ImportError:  # pragma: no cover - the infra module ships with the package
+    infra_app = None
+if infra_app is not None:
+    app.add_typer(infra_app, name="infra", help="Create the AWS side (CloudFormation).")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address (GRADPILOT_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (GRADPILOT_PORT).")] = None,
+    embedded: Annotated[
+        bool, typer.Option("--embedded", help="Also run the controller and executor in-process.")
+    ] = False,
+) -> None:
+    """Run the API (migrating the database first); with --embedded, the whole control plane."""
+    from service.server import serve as run_server
+
+    run_server(host=host, port=port, embedded=embedded)
+
+
+@app.command()
+def controller() -> None:
+    """Run the controller's reconcile loop alone (several replicas may run against Postgres)."""
+    from service.server import run_controller
+
+    run_controller()
+
+
+@app.command()
+def validate(
+    model: Annotated[Path, typer.Argument(help="The model file (.py).", exists=False)],
+    dataset: Annotated[str, typer.Option(help="digits, cifar10, cifar100, synthetic.")] = "digits",
+    as_json: Annotated[bool, typer.Option("--json", help="Print {ok, reason, ...} as JSON.")] = False,
+) -> None:
+    """Check a model file statically and in the sandbox (build, forward, backward)."""
+    from service.errors import GradpilotError
+    from service.sandbox.validate_cli import validate_file
+    from service.schemas.datasets import DatasetSpec
+    from service.settings import Settings
+
+    try:
+        report = validate_file(model, DatasetSpec(name=dataset), Settings())  # type: ignore[arg-type]
+    except (GradpilotError, ValueError, OSError) as e:
+        message = getattr(e, "message", str(e))
+        if as_json:
+            console.file.write(json.dumps({"ok": False, "reason": message}) + "\n")
+        else:
+            err.print(f"[red]invalid:[/] {message}")
+        raise typer.Exit(1) from e
+    data = report.to_dict() if hasattr(report, "to_dict") else dict(report.__dict__)
+    if as_json:
+        console.file.write(json.dumps(data, default=str) + "\n")
+    elif report.ok:
+        console.print(
+            f"[green]ok[/]: {data.get('parameters')} parameters, output {data.get('output_shape')}, "
+            f"loss {data.get('loss')}, {data.get('step_seconds')} s per step"
+        )
+    else:
+        err.print(f"[red]invalid[/] ({data.get('stage')}): {report.reason}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Run the offline demo: a deep sigmoid CNN on digits, diagnosed and fixed by the rules advisor."""
+    from service.demo import run_demo
+
+    run_demo(as_json=as_json)
+
+
+def main() -> None:
+    try:
+        app()
+    except CliError as e:
+        err.print(f"[red]error:[/] {e.message}")
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""The controller's reconcile loop.
+
+Each cycle (1) syncs the states of active jobs from the executor in one batched call,
+(2) stops the jobs of cancelled runs, and (3) advances the agent graph of every run that has
+something new: a fresh run, a finished job, an answered approval — or, on a full sweep, any
+active run (which is how a restarted control plane picks up where it stopped). Advancing is
+driven by the graph's own checkpointed state, so doing it twice is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.agent.graph import thread_config
+from service.agent.state import JobOutcome
+from service.controller import leases
+from service.db.models import EpochSummary, Job, Run, utcnow
+from service.executors import Executor
+from service.jobs import best_val_accuracy
+from service.settings import Settings
+from worker import exit_codes
+
+log = logging.getLogger(__name__)
+
+ACTIVE_RUN = ("pending", "running", "awaiting_approval")
+ACTIVE_JOB = ("submitted", "running")
+FULL_SWEEP_EVERY_S = 30.0
+
+
+@dataclass
+class CycleStats:
+    jobs_synced: int = 0
+    jobs_finished: int = 0
+    runs_advanced: int = 0
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        executor: Executor,
+        graph: Any,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.executor = executor
+        self.graph = graph
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.lease_ttl_s = max(120.0, 10 * settings.controller_interval_s)
+        self._last_sweep = 0.0
+
+    # ------------------------------------------------------------------ loop
+
+    def run_forever(self, stop: threading.Event) -> None:
+        log.info("controller %s started (executor %s)", self.owner, self.executor.name)
+        while not stop.is_set():
+            try:
+                stats = self.cycle()
+                if stats.errors:
+                    for e in stats.errors:
+                        log.error("%s", e)
+            except Exception:  # noqa: BLE001 - the loop must outlive one bad cycle
+                log.exception("reconcile cycle failed; retrying")
+            stop.wait(self.settings.controller_interval_s)
+        log.info("controller %s stopped", self.owner)
+
+    def cycle(self) -> CycleStats:
+        t0 = time.monotonic()
+        stats = CycleStats()
+        self.sync_jobs(stats)
+        self.stop_cancelled()
+        full = time.monotonic() - self._last_sweep >= FULL_SWEEP_EVERY_S
+        if full:
+            self._last_sweep = time.monotonic()
+        for run_id in self.runs_needing_attention(full=full):
+            with self.sessions() as session:
+                if not leases.claim(session, [run_id], self.owner, self.lease_ttl_s):
+                    continue
+            try:
+                if self.advance(run_id):
+                    stats.runs_advanced += 1
+            except Exception as e:  # noqa: BLE001 - one broken run must not stop the others
+                stats.errors.append(f"run {run_id}: agent error: {e}")
+                self._fail_run(run_id, f"agent error: {type(e).__name__}: {e}", traceback.format_exc())
+            finally:
+                with self.sessions() as session:
+                    leases.release(session, run_id, self.owner)
+        stats.seconds = time.monotonic() - t0
+        return stats
+
+    # ------------------------------------------------------------------ jobs
+
+    def sync_jobs(self, stats: CycleStats) -> None:
+        """Bring job states up to date with the executor (one batched status call)."""
+        with self.sessions() as session:
+            jobs = list(
+                session.execute(
+                    select(Job).where(Job.status.in_(ACTIVE_JOB), Job.external_id.is_not(None))
+                ).scalars()
+            )
+            if not jobs:
+                return
+            statuses = self.executor.status([j.external_id for j in jobs if j.external_id])
+            stats.jobs_synced = len(jobs)
+            now = utcnow()
+            stale_before = now - timedelta(seconds=self.settings.job_heartbeat_timeout_s)
+            for job in jobs:
+                st = statuses.get(job.external_id or "")
+                if st is None:
+                    continue
+                if st.log_location and not job.log_location:
+                    job.log_location = st.log_location
+                if st.state == "running" and job.status == "submitted":
+                    job.status = "running"
+                    job.started_at = job.started_at or now
+                elif st.state in ("succeeded", "failed", "cancelled", "unknown"):
+                    # The worker normally posts its own finish first; this is the fallback
+                    # for a worker that died without a word (SIGKILL, OOM, lost host).
+                    session.refresh(job)
+                    if job.status in ACTIVE_JOB:
+                        self._finish_from_executor(session, job, st)
+                        stats.jobs_finished += 1
+                elif (
+                    job.status == "running"
+                    and job.heartbeat_at is not None
+                    and job.heartbeat_at.replace(tzinfo=now.tzinfo) < stale_before
+                ):
+                    self.executor.cancel(job.external_id or "", "no heartbeat")
+                    job.status = "failed"
+                    job.error_kind = "infrastructure"
+                    job.error_message = (
+                        f"no heartbeat for {self.settings.job_heartbeat_timeout_s}s; the worker "
+                        "was presumed lost and stopped"
+                    )
+                    job.finished_at = now
+                    stats.jobs_finished += 1
+            session.commit()
+
+    def _finish_from_executor(self, session: Session, job: Job, st: Any) -> None:
+        job.finished_at = utcnow()
+        job.exit_code = st.exit_code
+        job.best_val_accuracy = best_val_accuracy(session, job.id)
+        if st.state == "succeeded" or st.exit_code == exit_codes.SUCCESS:
+            job.status = "succeeded"
+            return
+        if st.state == "cancelled":
+            job.status = "cancelled"
+            job.error_kind = "cancelled"
+            return
+        job.status = "failed"
+        if st.exit_code in (exit_codes.CODE_ERROR, exit_codes.BAD_SPEC):
+            job.error_kind = "code"
+        else:
+            job.error_kind = "infrastructure"
+        job.error_message = st.reason or (
+            f"the worker exited with code {st.exit_code} without reporting"
+            if st.state != "unknown"
+            else "the executor no longer knows this job (lost with its host?)"
+        )
+
+    def stop_cancelled(self) -> None:
+        with self.sessions() as session:
+            jobs = list(
+                session.execute(
+                    select(Job)
+                    .join(Run, Run.id == Job.run_id)
+                    .where(Run.cancel_requested.is_(True), Job.status.in_(("pending",) + ACTIVE_JOB))
+                ).scalars()
+            )
+            for job in jobs:
+                if job.external_id:
+                    try:
+                        self.executor.cancel(job.external_id, "run cancelled by the user")
+                    except Exception as e:  # noqa: BLE001 - cancel is best effort; it is logged
+                        log.warning("cancelling job %s: %s", job.id, e)
+                job.status = "cancelled"
+                job.error_kind = "cancelled"
+                job.finished_at = utcnow()
+                job.outcome_delivered = True
+            session.commit()
+
+    # ------------------------------------------------------------------ runs
+
+    def runs_needing_attention(self, *, full: bool) -> list[str]:
+        with self.sessions() as session:
+            active = (Run.status.in_(ACTIVE_RUN)) & (Run.cancel_requested.is_(False))
+            if full:
+                return list(session.execute(select(Run.id).where(active)).scalars())
+            undelivered = exists().where(
+                Job.run_id == Run.id,
+                Job.status.in_(("succeeded", "failed", "cancelled")),
+                Job.outcome_delivered.is_(False),
+            )
+            return list(
+                session.execute(
+                    select(Run.id).where(
+                        active,
+                        or_(
+                            Run.status == "pending",
+                            undelivered,
+                            (Run.status == "awaiting_approval") & Run.approval_response.is_not(None),
+                        ),
+                    )
+                ).scalars()
+            )
+
+    def advance(self, run_id: str) -> bool:
+        """Move the run's graph forward if it can; True when it did."""
+        config = thread_config(run_id)
+        snapshot = self.graph.get_state(config)
+        if not snapshot.values and not snapshot.next:
+            log.info("run %s: starting the agent", run_id)
+            self.graph.invoke({"run_id": run_id}, config, durability="sync")
+            return True
+        interrupts = list(getattr(snapshot, "interrupts", ()) or ())
+        if interrupts:
+            payload = interrupts[0].value or {}
+            if payload.get("kind") == "job":
+                outcome = self._outcome(payload["job_id"])
+                if outcome is None:
+                    return False
+                from langgraph.types import Command
+
+                log.info("run %s: job %s ended (%s)", run_id, payload["job_id"], outcome["status"])
+                self.graph.invoke(Command(resume=outcome), config, durability="sync")
+                with self.sessions() as session:
+                    job = session.get(Job, payload["job_id"])
+                    if job is not None:
+                        job.outcome_delivered = True
+                    session.commit()
+                return True
+            if payload.get("kind") == "approval":
+                with self.sessions() as session:
+                    run = session.get(Run, run_id)
+                    answer = run.approval_response if run else None
+                if answer is None:
+                    return False
+                from langgraph.types import Command
+
+                log.info("run %s: approval answered (%s)", run_id, answer)
+                self.graph.invoke(Command(resume=answer), config, durability="sync")
+                return True
+            return False
+        if snapshot.next:
+            # The control plane stopped mid-step: carry on from the last checkpoint.
+            log.info("run %s: resuming after a restart at %s", run_id, snapshot.next)
+            self.graph.invoke(None, config, durability="sync")
+            return True
+        return False
+
+    def _outcome(self, job_id: str) -> JobOutcome | None:
+        with self.sessions() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.status not in ("succeeded", "failed", "cancelled"):
+                return None
+            last_epoch = session.execute(
+                select(func.max(EpochSummary.epoch)).where(EpochSummary.job_id == job_id)
+            ).scalar_one()
+            return JobOutcome(
+                job_id=job.id,
+                status=job.status,
+                error_kind=job.error_kind,
+                message=job.error_message,
+                traceback=(job.traceback or "")[-20_000:] or None,
+                best_val_accuracy=job.best_val_accuracy,
+                last_epoch=last_epoch,
+            )
+
+    def _fail_run(self, run_id: str, message: str, tb: str) -> None:
+        log.error("run %s failed: %s\n%s", run_id, message, tb)
+        with self.sessions() as session:
+            run = session.get(Run, run_id)
+            if run is not None and run.status in ACTIVE_RUN:
+                run.status = "failed"
+                run.error = message
+            session.commit()
