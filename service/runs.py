@@ -166,6 +166,7 @@ def run_public(session: Session, run: Run) -> RunPublic:
             "pending_approval": ApprovalRequest.model_validate(run.pending_approval)
             if run.pending_approval
             else None,
+            "report_uri": run.report_uri,
             "input_tokens": run.input_tokens,
             "output_tokens": run.output_tokens,
             "decisions": decisions,

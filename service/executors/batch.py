@@ -37,6 +37,7 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    HTTPClientError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
@@ -531,7 +532,7 @@ class BatchExecutor:
     def _translate(self, error: Exception, operation: str) -> ExecutorError:
         if isinstance(error, NoCredentialsError | PartialCredentialsError):
             return ExecutorError(_NO_CREDENTIALS)
-        if isinstance(error, BotoConnectionError):
+        if isinstance(error, BotoConnectionError | HTTPClientError):
             where = self.settings.aws_endpoint_url or f"AWS Batch in {self.settings.aws_region}"
             return TransientExecutorError(
                 f"could not reach {where} for {operation} ({error}); this is transient, the "

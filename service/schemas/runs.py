@@ -145,6 +145,7 @@ class RunPublic(RunSummary):
         None, description="Test-split accuracy of the final model (scored for the report only)."
     )
     pending_approval: ApprovalRequest | None = None
+    report_uri: str | None = Field(None, description="Where the Markdown report is stored.")
     input_tokens: int = 0
     output_tokens: int = 0
     decisions: list[DecisionPublic] = Field(default_factory=list)
