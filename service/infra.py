@@ -24,6 +24,7 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
 )
+from botocore.parsers import ResponseParserError
 
 from service.errors import ConfigurationError, GradpilotError, InvalidInput
 
@@ -72,8 +73,16 @@ def check_stack_name(stack_name: str) -> None:
         )
 
 
+def default_template() -> Path:
+    """``infra/gradpilot.yaml`` beside the source tree, else under the working directory (an
+    installed package, as in the image, whose working directory /app holds ``infra/``)."""
+    if DEFAULT_TEMPLATE.exists():
+        return DEFAULT_TEMPLATE
+    return Path.cwd() / "infra" / "gradpilot.yaml"
+
+
 def load_template(path: Path | None = None) -> str:
-    template = path or DEFAULT_TEMPLATE
+    template = path or default_template()
     try:
         return template.read_text()
     except OSError as e:
@@ -162,10 +171,16 @@ def deploy_stack(
     if existing is None:
         _create(cfn, stack_name, body, given)
     else:
+        # Parameters not given keep their previous value; those still at the template's
+        # default are left out (they stay at it; moto cannot "use the previous value" of a
+        # parameter that was never passed).
         keep = [
             {"ParameterKey": p["ParameterKey"], "UsePreviousValue": True}
             for p in existing.get("Parameters", [])
-            if p["ParameterKey"] not in given and p["ParameterKey"] in declared
+            if p["ParameterKey"] not in given
+            and p["ParameterKey"] in declared
+            and str(p.get("ParameterValue", ""))
+            != str(declared[p["ParameterKey"]].get("Default", ""))
         ]
         if not _update(cfn, stack_name, body, given, keep):
             return outputs_of(_describe(cfn, stack_name) or {}) if wait else {}
@@ -248,7 +263,7 @@ def _update(
         if "No updates are to be performed" in str(e):
             return False
         raise _translate(e) from e
-    except BotoCoreError as e:
+    except (BotoCoreError, ResponseParserError) as e:
         raise _translate(e) from e
     return True
 
@@ -260,7 +275,7 @@ def _describe(cfn: Any, stack_name: str) -> dict[str, Any] | None:
         if "does not exist" in str(e):
             return None
         raise _translate(e) from e
-    except BotoCoreError as e:
+    except (BotoCoreError, ResponseParserError) as e:
         raise _translate(e) from e
     return dict(stacks[0]) if stacks else None
 
@@ -305,7 +320,7 @@ def _new_events(cfn: Any, stack_name: str, started: float, seen: set[str]) -> li
     """Events of this deployment not reported yet, oldest first."""
     try:
         raw = cfn.describe_stack_events(StackName=stack_name).get("StackEvents", [])
-    except (BotoCoreError, ClientError):
+    except (BotoCoreError, ClientError, ResponseParserError):
         return []  # progress is a nicety; the stack status decides
     fresh: list[StackEvent] = []
     for event in raw:
@@ -329,7 +344,8 @@ def _new_events(cfn: Any, stack_name: str, started: float, seen: set[str]) -> li
 def _call(method: Callable[..., Any], **kwargs: Any) -> Any:
     try:
         return method(**kwargs)
-    except (BotoCoreError, ClientError) as e:
+    # moto answers some CloudFormation errors in JSON, which botocore cannot parse as XML.
+    except (BotoCoreError, ClientError, ResponseParserError) as e:
         raise _translate(e) from e
 
 
@@ -350,4 +366,4 @@ def _translate(error: Exception) -> GradpilotError:
         if code == "InsufficientCapabilitiesException":
             return DeployError(message)
         return DeployError(f"CloudFormation: {code}: {message}")
-    return DeployError(f"could not reach CloudFormation: {error}")
+    return DeployError(f"the CloudFormation call failed: {error}")

@@ -93,14 +93,14 @@ def _job_counts(session: Session, run_ids: list[str]) -> dict[str, tuple[int, in
     jobs = dict(
         session.execute(
             select(Job.run_id, func.count(Job.id)).where(Job.run_id.in_(run_ids)).group_by(Job.run_id)
-        ).tuples()
+        ).all()
     )
     epochs = dict(
         session.execute(
             select(EpochSummary.run_id, func.count(EpochSummary.epoch.distinct()))
             .where(EpochSummary.run_id.in_(run_ids))
             .group_by(EpochSummary.run_id)
-        ).tuples()
+        ).all()
     )
     return {r: (int(jobs.get(r, 0)), int(epochs.get(r, 0))) for r in run_ids}
 

@@ -38,6 +38,21 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = Field(None, description="moto's URL for local testing.")
     aws_region: str = "us-east-1"
 
+    # LLM advisor (used when a run's advisor is an LLM spec such as bedrock:<model id>)
+    llm_writer_model: str | None = Field(
+        None, description="Advisor spec of the model that writes architectures; default: the run's."
+    )
+    llm_fixer_model: str | None = Field(
+        None, description="Advisor spec of the model that fixes and repairs code; default: writer."
+    )
+    llm_report_model: str | None = Field(
+        None, description="Advisor spec of the model that writes the report; default: the run's."
+    )
+    llm_max_retries: int = Field(
+        5, ge=0, le=20, description="Retries of throttled or 5xx LLM calls (adaptive backoff)."
+    )
+    llm_timeout_s: float = Field(120.0, gt=0, description="Read timeout of one LLM call.")
+
     # API
     host: str = "127.0.0.1"
     port: int = 8765

@@ -189,7 +189,7 @@ class Job:
             "partial": partial,
             "summaries": list(self.summaries),
             "rng": checkpoint.capture_rng(),
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
             "created_at": time.time(),
         }
         url = checkpoint.save(self.store, spec.job_id, payload)

@@ -103,10 +103,10 @@ class Trainer:
             )
         eval_model: nn.Module = self.model
         if cuda and hp.compile:
-            import torch._dynamo
+            from torch import _dynamo
 
             # A model dynamo cannot trace runs eagerly rather than failing the job.
-            torch._dynamo.config.suppress_errors = True
+            _dynamo.config.suppress_errors = True
             train_model = torch.compile(train_model)  # type: ignore[assignment]
             eval_model = torch.compile(self.model)  # type: ignore[assignment]
         self.train_model = train_model

@@ -45,6 +45,7 @@ from botocore.exceptions import (
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
+from botocore.parsers import ResponseParserError
 
 from service.errors import ExecutorError, InvalidInput
 from service.executors._protocol import ExecutorState, ExecutorStatus, JobSubmission
@@ -89,6 +90,8 @@ _THROTTLING = frozenset(
         "InternalFailure",
     }
 )
+#: What boto3 raises; a reply it cannot parse (a proxy's HTML error page) is not a BotoCoreError.
+_SDK_ERRORS = (BotoCoreError, ClientError, ResponseParserError)
 _NO_CREDENTIALS = (
     "no AWS credentials found for AWS Batch: set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
     "AWS_SECRET_ACCESS_KEY, or run where an IAM role provides them (for moto any values do)"
@@ -162,14 +165,19 @@ def resolve_array_environment(env: Mapping[str, str], index: int | str) -> dict[
 
 
 def make_batch_client(settings: Settings, *, max_attempts: int = 8) -> Any:
-    """A boto3 ``batch`` client with adaptive retries, pointed at moto when the settings say so."""
+    """A boto3 ``batch`` client with adaptive retries, pointed at moto when the settings say so.
+
+    ``max_attempts`` counts every request of one call, the first included.
+    """
     config = Config(
-        retries={"mode": "adaptive", "max_attempts": max_attempts},
+        retries={"mode": "adaptive", "total_max_attempts": max_attempts},
         connect_timeout=10,
         read_timeout=60,
         user_agent_extra="gradpilot",
     )
-    return boto3.client(
+    # A session of its own: boto3's default session caches credentials and is not safe to
+    # create clients from in several threads at once.
+    return boto3.session.Session().client(
         "batch",
         region_name=settings.aws_region,
         endpoint_url=settings.aws_endpoint_url,
@@ -337,7 +345,8 @@ class BatchExecutor:
                 "tags": {
                     "gradpilot:run": first.run_id,
                     "gradpilot:generation": str(first.generation),
-                    "gradpilot:array": ",".join(j.job_id for j in jobs)[:256],
+                    # Tag values allow no commas.
+                    "gradpilot:array": " ".join(j.job_id for j in jobs)[:256],
                 },
             }
             if first.timeout_s:
@@ -361,7 +370,7 @@ class BatchExecutor:
                     # The filter is case-insensitive; array children share the parent's name.
                     if summary.get("jobName") == name and ":" not in summary["jobId"]
                 )
-        except (BotoCoreError, ClientError) as e:
+        except _SDK_ERRORS as e:
             raise self._translate(e, "list_jobs") from e
         if not matches:
             return None
@@ -449,8 +458,11 @@ class BatchExecutor:
             if warning:
                 reason = warning
                 extra["warning"] = "runnable_timeout"
-        if "arrayProperties" in job and "index" in job["arrayProperties"]:
-            extra["array_index"] = str(job["arrayProperties"]["index"])
+        index = (job.get("arrayProperties") or {}).get("index")
+        if index is None and job["jobId"].rpartition(":")[2].isdigit():
+            index = job["jobId"].rpartition(":")[2]  # a child's id is <parent>:<index>
+        if index is not None:
+            extra["array_index"] = str(index)
         locations = self._log_locations(job)
         if locations:
             extra["log_streams"] = " ".join(locations)
@@ -517,7 +529,7 @@ class BatchExecutor:
                 for item in described.get("jobDefinitions", []):
                     config = (item.get("containerProperties") or {}).get("logConfiguration") or {}
                     group = (config.get("options") or {}).get("awslogs-group") or group
-            except (BotoCoreError, ClientError):
+            except _SDK_ERRORS:
                 pass  # the default group is a fair guess; a log link is not worth failing for
             self._log_groups[definition] = group
         return self._log_groups[definition]
@@ -525,7 +537,7 @@ class BatchExecutor:
     def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
         try:
             response: dict[str, Any] = getattr(self.client, operation)(**kwargs)
-        except (BotoCoreError, ClientError) as e:
+        except _SDK_ERRORS as e:
             raise self._translate(e, operation) from e
         return response
 

@@ -444,7 +444,9 @@ def test_every_attempt_has_a_log_stream(plain_settings: Settings) -> None:
     )
     job["container"]["logStreamName"] = "gradpilot/default/second"
     status = _status_of(plain_settings, job)
-    assert status.log_location == "cloudwatch:///gradpilot/gradpilot/worker//gradpilot/default/second"
+    assert (
+        status.log_location == "cloudwatch:///gradpilot/gradpilot/worker//gradpilot/default/second"
+    )
     assert status.extra["log_streams"].split() == [
         "cloudwatch:///gradpilot/gradpilot/worker//gradpilot/default/first",
         "cloudwatch:///gradpilot/gradpilot/worker//gradpilot/default/second",
