@@ -6,7 +6,7 @@ residual blocks, ReLU, max pooling and dropout, Kaiming initialisation, and a la
 cross-entropy ``loss_function``. What is still wrong with it is its training, not its shape:
 the blog reports that its loss exploded at once under the original SGD learning rate of 0.1,
 and the LLM then moved it to Adam with a smaller learning rate; its three fully connected
-layers (4096 -> 512 -> 128) also hold most of its 3.4 million parameters.
+layers (4096 -> 512 -> 128) also hold 2.2 of its 2.6 million parameters.
 """
 
 import torch

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from service.db.models import Architecture, EpochSummary, Job, Run, utcnow
+from service.db.models import Architecture, EpochSummary, Job, utcnow
 from service.errors import Conflict, InvalidInput, NotFound
 from service.schemas.datasets import DatasetSpec
 from service.schemas.hyperparameters import Hyperparameters
@@ -71,50 +71,9 @@ def job_spec(session: Session, job: Job, artifact_root: str, checkpoint_every: i
     )
 
 
-def _insert(session: Session) -> Any:
+def insert_for(session: Session) -> Any:
+    """The dialect's ``insert`` (both have ``on_conflict_do_nothing``)."""
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
-def ingest_summaries(
-    session: Session, job_id: str, bounds: JobBounds, summaries: list[EpochSummaryIn]
-) -> tuple[int, int]:
-    """Store a batch of summaries in one statement; epochs already stored are ignored.
-
-    Returns (accepted, duplicates). An epoch outside the job's segment refuses the whole batch.
-    """
-    end = bounds.epoch_start + bounds.epochs
-    bad = [s.epoch for s in summaries if not bounds.epoch_start <= s.epoch < end]
-    if bad:
-        raise InvalidInput(
-            f"epoch {bad[0]} is outside this job's segment [{bounds.epoch_start}, {end}): "
-            "post only the epochs the job trains"
-        )
-    rows: dict[int, dict[str, Any]] = {}
-    for s in summaries:  # a batch that repeats an epoch keeps the first copy
-        rows.setdefault(
-            s.epoch,
-            {
-                **s.model_dump(exclude={"grad_total", "grad_layers"}),
-                "grad_total": s.grad_total.model_dump(),
-                "grad_layers": {k: v.model_dump() for k, v in s.grad_layers.items()},
-                "job_id": job_id,
-                "run_id": bounds.run_id,
-                "created_at": utcnow(),
-            },
-        )
-    stmt = (
-        _insert(session)(EpochSummary)
-        .values(list(rows.values()))
-        .on_conflict_do_nothing(index_elements=["job_id", "epoch"])
-        .returning(EpochSummary.epoch)
-    )
-    accepted = len(session.execute(stmt).all())
-    return accepted, len(summaries) - accepted
-
-
-def _require_active(job: Job) -> None:
-    if job.status in TERMINAL_JOB_STATUSES:
-        raise Conflict(f"job {job.id} has already ended ({job.status})")
 
 
 def register_checkpoint(session: Session, job: Job, body: CheckpointIn) -> None:
@@ -189,10 +148,3 @@ def metrics(session: Session, run_id: str, since_epoch: int | None = None) -> li
             }
         )
     return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def require_run(session: Session, run_id: str) -> Run:
-    run = session.get(Run, run_id)
-    if run is None:
-        raise NotFound(f"no run with id {run_id!r}")
-    return run

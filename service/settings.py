@@ -86,7 +86,7 @@ class Settings(BaseSettings):
         if not self.is_loopback() and not self.api_tokens:
             raise ConfigurationError(
                 f"GRADPILOT_HOST={self.host} listens beyond this machine but no token is set: "
-                'set GRADPILOT_API_TOKENS=\'["<a long random token>"]\' or listen on 127.0.0.1'
+                "set GRADPILOT_API_TOKENS='[\"<a long random token>\"]' or listen on 127.0.0.1"
             )
         for token in self.api_tokens:
             if len(token.get_secret_value()) < 16:

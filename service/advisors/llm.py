@@ -121,7 +121,9 @@ def bedrock_clients(settings: Settings, region: str) -> tuple[Any, Any]:
         tcp_keepalive=True,
     )
     session = boto3.session.Session(region_name=region)
-    return session.client("bedrock-runtime", config=config), session.client("bedrock", config=config)
+    return session.client("bedrock-runtime", config=config), session.client(
+        "bedrock", config=config
+    )
 
 
 def bedrock_chat_model(
@@ -304,11 +306,18 @@ def _reply_excerpt(message: Any) -> str:
     return "\n".join(t for t in texts if t)
 
 
+def _stop_reason(message: Any) -> str:
+    metadata = getattr(message, "response_metadata", None) or {}
+    return str(metadata.get("stopReason") or metadata.get("stop_reason") or "")
+
+
 def _text(message: Any) -> str:
     content = getattr(message, "content", "")
     if isinstance(content, str):
         return content
-    return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return "".join(
+        b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
+    )
 
 
 class LLMAdvisor:
@@ -354,7 +363,7 @@ class LLMAdvisor:
     def from_spec(cls, spec: str, settings: Settings, **kwargs: Any) -> LLMAdvisor:
         """Build from ``bedrock:<model id | inference profile id | ARN>`` or ``provider:model``;
         the writer, fixer and report models come from the ``llm_*_model`` settings."""
-        specs: dict[Role, str] = {
+        specs: dict[str, str] = {
             "advisor": spec,
             "writer": settings.llm_writer_model or spec,
             "fixer": settings.llm_fixer_model or settings.llm_writer_model or spec,
@@ -490,7 +499,10 @@ class LLMAdvisor:
                 self._raise_if_fatal(e, model)
                 log.warning(
                     "%s call to %s failed after the client's retries (%s: %s)",
-                    role, model.spec, type(e).__name__, e,
+                    role,
+                    model.spec,
+                    type(e).__name__,
+                    e,
                 )
                 break
             raw = out.get("raw")
@@ -500,12 +512,17 @@ class LLMAdvisor:
             parsed, error = out.get("parsed"), out.get("parsing_error")
             if error is None and not isinstance(parsed, schema):
                 error = f"the reply did not call the `{schema.__name__}` tool"
+            if error is not None and _stop_reason(raw) == "max_tokens":
+                error = f"{error}\n(the reply was cut off at the output limit: be more concise)"
             if error is None:
                 usage.latency_ms = _ms(t0)
                 return parsed, usage  # type: ignore[return-value]
             log.warning(
                 "unusable %s reply from %s (try %d of %d): %s",
-                schema.__name__, model.spec, attempt + 1, 1 + self.invalid_reply_retries,
+                schema.__name__,
+                model.spec,
+                attempt + 1,
+                1 + self.invalid_reply_retries,
                 _first_line(str(error)),
             )
             note = prompts.correction_note(str(error), _reply_excerpt(raw), schema.__name__)
@@ -525,7 +542,9 @@ class LLMAdvisor:
                 self._fallback = RulesAdvisor()
             return self._fallback
 
-    def _fall_back(self, spent: Usage, call: Callable[[Advisor], tuple[T, Usage]]) -> tuple[T, Usage]:
+    def _fall_back(
+        self, spent: Usage, call: Callable[[Advisor], tuple[T, Usage]]
+    ) -> tuple[T, Usage]:
         """The rules advisor answers; the usage keeps the failed tries' tokens and time."""
         rules = self._rules()
         t0 = time.monotonic()

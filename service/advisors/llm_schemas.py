@@ -135,7 +135,9 @@ class HyperparameterProposal(BaseModel):
 
     rationale: str = Field(description="The overall reasoning, citing the diagnostics.")
     optimizer: OptimizerChange | None = None
-    learning_rate: FloatChange | None = Field(None, description=f"Peak rate; {_range('learning_rate')}.")
+    learning_rate: FloatChange | None = Field(
+        None, description=f"Peak rate; {_range('learning_rate')}."
+    )
     momentum: FloatChange | None = Field(None, description=f"sgd/rmsprop; {_range('momentum')}.")
     nesterov: BoolChange | None = Field(None, description="sgd with momentum > 0 only.")
     weight_decay: FloatChange | None = Field(None, description=_range("weight_decay"))
@@ -171,9 +173,7 @@ class ArchitectureDesign(BaseModel):
     expected_gradient_effect: str = Field(
         description="What should change in the gradient norms (e.g. first/last layer ratio)."
     )
-    source: str = Field(
-        description="The whole Python module, plain code without Markdown fences."
-    )
+    source: str = Field(description="The whole Python module, plain code without Markdown fences.")
 
     @field_validator("source")
     @classmethod
@@ -185,7 +185,9 @@ class ArchitectureDesign(BaseModel):
 
     def to_protocol(self) -> ArchitectureProposal:
         return ArchitectureProposal(
-            source=self.source, rationale=self.rationale, expected_effect=self.expected_gradient_effect
+            source=self.source,
+            rationale=self.rationale,
+            expected_effect=self.expected_gradient_effect,
         )
 
 

@@ -199,12 +199,15 @@ def context_sections(ctx: AdvisorContext, *, with_source: bool = True) -> str:
     parts = [
         f"## Task\n{_task(ctx)}",
         "## Diagnostics of the last segment\n" + _json(compact_diagnostics(ctx.diagnostics)),
-        "## History of this run (previous changes and their outcomes)\n" + history_table(ctx.history),
+        "## History of this run (previous changes and their outcomes)\n"
+        + history_table(ctx.history),
         "## Current hyperparameters\n" + hyperparameter_table(ctx.hyperparameters),
     ]
     if with_source:
-        parts.append(f"## Current model source (version {ctx.architecture_version})\n```python\n"
-                     f"{ctx.source.strip()}\n```")
+        parts.append(
+            f"## Current model source (version {ctx.architecture_version})\n```python\n"
+            f"{ctx.source.strip()}\n```"
+        )
     return "\n\n".join(parts) + _assessment(ctx) + _feedback(ctx)
 
 

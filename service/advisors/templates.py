@@ -23,16 +23,45 @@ TEMPLATE_MARKER = "# gradpilot-template:"
 
 _SATURATING = {"sigmoid", "tanh", "Sigmoid", "Tanh", "hardsigmoid", "Hardsigmoid", "softsign"}
 _RELU_FAMILY = {
-    "relu", "ReLU", "leaky_relu", "LeakyReLU", "gelu", "GELU", "silu", "SiLU", "elu", "ELU",
-    "relu6", "ReLU6", "mish", "Mish", "prelu", "PReLU", "selu", "SELU",
+    "relu",
+    "ReLU",
+    "leaky_relu",
+    "LeakyReLU",
+    "gelu",
+    "GELU",
+    "silu",
+    "SiLU",
+    "elu",
+    "ELU",
+    "relu6",
+    "ReLU6",
+    "mish",
+    "Mish",
+    "prelu",
+    "PReLU",
+    "selu",
+    "SELU",
 }
 _NORMS = {
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "GroupNorm", "InstanceNorm2d",
-    "batch_norm", "layer_norm", "group_norm",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "BatchNorm3d",
+    "LayerNorm",
+    "GroupNorm",
+    "InstanceNorm2d",
+    "batch_norm",
+    "layer_norm",
+    "group_norm",
 }
 _POOLS = {
-    "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "max_pool2d",
-    "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d",
+    "MaxPool2d",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "AdaptiveMaxPool2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
 }
 
 
@@ -73,26 +102,28 @@ class SourceFacts:
         return min(narrow) if narrow else None
 
 
-def _int(node: ast.AST | None) -> int | None:
-    """The value of a small integer expression (literals, + - * //), else None."""
+def int_value(node: ast.AST | None, env: dict[str, int] | None = None) -> int | None:
+    """The value of a small integer expression (literals, named constants, + - * //)."""
     if node is None:
         return None
     try:
-        value = _eval(node)
+        value = _eval(node, env or {})
     except (ValueError, ZeroDivisionError, OverflowError):
         return None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _eval(node: ast.AST) -> int:
+def _eval(node: ast.AST, env: dict[str, int]) -> int:
     if isinstance(node, ast.Constant) and isinstance(node.value, int):
         return node.value
+    if isinstance(node, ast.Name) and node.id in env:
+        return env[node.id]
     if isinstance(node, ast.Tuple) and node.elts:
-        return _eval(node.elts[0])  # kernel_size=(3, 3)
+        return _eval(node.elts[0], env)  # kernel_size=(3, 3)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_eval(node.operand)
+        return -_eval(node.operand, env)
     if isinstance(node, ast.BinOp):
-        a, b = _eval(node.left), _eval(node.right)
+        a, b = _eval(node.left, env), _eval(node.right, env)
         if isinstance(node.op, ast.Add):
             return a + b
         if isinstance(node.op, ast.Sub):
@@ -102,6 +133,23 @@ def _eval(node: ast.AST) -> int:
         if isinstance(node.op, ast.FloorDiv):
             return a // b
     raise ValueError("not a constant integer expression")
+
+
+def constants(tree: ast.Module) -> dict[str, int]:
+    """Module- and class-level ``NAME = <integer expression>`` assignments."""
+    env: dict[str, int] = {}
+    bodies = [tree.body] + [n.body for n in tree.body if isinstance(n, ast.ClassDef)]
+    for body in bodies:
+        for stmt in body:
+            if (
+                isinstance(stmt, ast.Assign)
+                and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name)
+            ):
+                value = int_value(stmt.value, env)
+                if value is not None:
+                    env[stmt.targets[0].id] = value
+    return env
 
 
 def call_name(node: ast.Call) -> str:
@@ -133,15 +181,19 @@ def inspect_source(source: str) -> SourceFacts:
     except (SyntaxError, ValueError):
         return facts
     facts.parsed = True
+    env = constants(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             name = call_name(node)
             if name in ("Conv1d", "Conv2d", "Conv3d"):
-                facts.conv_widths.append(_int(call_arg(node, 1, "out_channels")) or 0)
-                facts.conv_kernels.append(_int(call_arg(node, 2, "kernel_size")) or 0)
+                facts.conv_widths.append(int_value(call_arg(node, 1, "out_channels"), env) or 0)
+                facts.conv_kernels.append(int_value(call_arg(node, 2, "kernel_size"), env) or 0)
             elif name == "Linear":
                 facts.linear_dims.append(
-                    (_int(call_arg(node, 0, "in_features")), _int(call_arg(node, 1, "out_features")))
+                    (
+                        int_value(call_arg(node, 0, "in_features"), env),
+                        int_value(call_arg(node, 1, "out_features"), env),
+                    )
                 )
             elif name in _SATURATING or name in _RELU_FAMILY:
                 facts.activations.add(name)
@@ -152,7 +204,8 @@ def inspect_source(source: str) -> SourceFacts:
             elif name in ("Dropout", "dropout", "Dropout2d"):
                 facts.has_dropout = True
         elif isinstance(node, ast.Attribute) and node.attr in _SATURATING | _RELU_FAMILY:
-            facts.activations.add(node.attr)  # passed as a function: nn.Sequential(..., torch.sigmoid)
+            # An activation passed as a function, e.g. nn.Sequential(..., torch.sigmoid).
+            facts.activations.add(node.attr)
         elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
             names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
             if names & {"x", "identity", "residual", "shortcut", "skip", "inp"}:
@@ -199,10 +252,7 @@ def plan_template(
     _, height, width = input_shape
     # Width of the first stage: the original's typical conv width, kept between 32 and 64
     # (narrower starves BatchNorm statistics of channels, wider is slow on a CPU).
-    if facts.conv_widths:
-        base = _pow2(statistics.median(facts.conv_widths))
-    else:
-        base = 32
+    base = _pow2(statistics.median(facts.conv_widths)) if facts.conv_widths else 32
     base = min(max(base, 32), 64)
     if num_classes > 20:
         base = max(base, 64)
@@ -228,9 +278,8 @@ Written by gradpilot's rules advisor.
 Design: a 3x3 stem with BatchNorm and ReLU; {n_stages} stage(s) of residual blocks (two 3x3
 convolutions with BatchNorm and ReLU, a 1x1 projection shortcut when the shape changes), each
 stage after the first halving the spatial size while it stays at least 4 pixels; global
-average pooling; one linear classifier. Kaiming initialisation; the last BatchNorm of each
-residual branch starts at zero so that every block starts as the identity and gradients
-reach the first layer undamped.
+average pooling; one linear classifier. Kaiming initialisation for the convolutions; the
+shortcuts carry the gradient to the first layer whatever the depth.
 """
 
 import torch
@@ -300,9 +349,6 @@ class Net(nn.Module):
             elif isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, 0.0, 0.01)
                 nn.init.zeros_(module.bias)
-        for module in self.modules():
-            if isinstance(module, ResidualBlock):
-                nn.init.zeros_(module.bn2.weight)
 
     def forward(self, x):
         x = self.stem_pool(self.stem(x))

@@ -83,10 +83,15 @@ class LayerStat(BaseModel):
 
     name: str
     grad_norm: float = Field(description="Mean gradient L2 norm over the epoch's steps.")
-    weight_norm: float | None = Field(None, description="Weight L2 norm at the epoch's end.")
-    relative_grad: float | None = Field(None, description="grad_norm / total gradient norm.")
+    weight_norm: float | None = Field(
+        default=None, description="Weight L2 norm at the epoch's end."
+    )
+    relative_grad: float | None = Field(
+        default=None, description="grad_norm / total gradient norm."
+    )
     update_ratio: float | None = Field(
-        None, description="lr_eff * grad_norm / weight_norm: how far one step moves the tensor."
+        default=None,
+        description="lr_eff * grad_norm / weight_norm: how far one step moves the tensor.",
     )
 
 
@@ -115,7 +120,7 @@ class Diagnostics(BaseModel):
     train_loss_slope: float | None = None
     val_loss_slope: float | None = None
     val_loss_rel_change: float | None = Field(
-        None, description="Relative change of the validation loss over the window."
+        default=None, description="Relative change of the validation loss over the window."
     )
     nonfinite_loss_epochs: int = 0
     nonfinite_steps: int = 0
@@ -127,20 +132,22 @@ class Diagnostics(BaseModel):
     val_accuracy_last: float | None = None
     best_val_accuracy: float | None = None
     best_epoch: int | None = None
-    val_accuracy_change: float | None = Field(None, description="Change over the window.")
+    val_accuracy_change: float | None = Field(default=None, description="Change over the window.")
     previous_best_val_accuracy: float | None = Field(
-        None, description="Best validation accuracy of the run's earlier jobs."
+        default=None, description="Best validation accuracy of the run's earlier jobs."
     )
     run_best_val_accuracy: float | None = None
     target_accuracy: float | None = None
-    generalization_gap: float | None = Field(None, description="Train minus val accuracy.")
+    generalization_gap: float | None = Field(default=None, description="Train minus val accuracy.")
 
     # Gradients
-    grad_total_last: float | None = Field(None, description="Mean total norm, last epoch.")
-    grad_total_max: float | None = Field(None, description="Largest total norm of the segment.")
+    grad_total_last: float | None = Field(default=None, description="Mean total norm, last epoch.")
+    grad_total_max: float | None = Field(
+        default=None, description="Largest total norm of the segment."
+    )
     grad_total_slope: float | None = None
-    spike_ratio: float | None = Field(None, description="Largest max/mean of an epoch.")
-    jump_ratio: float | None = Field(None, description="Largest epoch-to-epoch growth.")
+    spike_ratio: float | None = Field(default=None, description="Largest max/mean of an epoch.")
+    jump_ratio: float | None = Field(default=None, description="Largest epoch-to-epoch growth.")
     weight_tensors: int = 0
     first_layer: LayerStat | None = None
     middle_layer: LayerStat | None = None
@@ -152,7 +159,7 @@ class Diagnostics(BaseModel):
     update_ratio_min: float | None = None
     update_ratio_max: float | None = None
     update_ratio_judged: bool = Field(
-        False, description="False for adaptive optimizers, whose step ignores |grad|."
+        default=False, description="False for adaptive optimizers, whose step ignores |grad|."
     )
     layers: list[LayerStat] = Field(
         default_factory=list, description="Every weight tensor (last epoch); not in compact state."
@@ -271,7 +278,10 @@ def compute_diagnostics(
     chance = 1.0 / max(2, num_classes)
     optimizer, momentum = _hp(hyperparameters)
     d = Diagnostics(
-        window=window, num_classes=num_classes, chance_accuracy=chance, optimizer=optimizer,
+        window=window,
+        num_classes=num_classes,
+        chance_accuracy=chance,
+        optimizer=optimizer,
         target_accuracy=target_accuracy,
     )
     eps = _ordered(summaries)
@@ -317,7 +327,9 @@ def _losses(d: Diagnostics, eps: list[EpochSummaryIn], recent: list[EpochSummary
 
 
 def _accuracy(
-    d: Diagnostics, eps: list[EpochSummaryIn], recent: list[EpochSummaryIn],
+    d: Diagnostics,
+    eps: list[EpochSummaryIn],
+    recent: list[EpochSummaryIn],
     prior_best: float | None,
 ) -> None:
     last = eps[-1]
@@ -333,8 +345,12 @@ def _accuracy(
 
 
 def _gradients(
-    d: Diagnostics, eps: list[EpochSummaryIn], recent: list[EpochSummaryIn],
-    optimizer: str | None, momentum: float, layer_order: Sequence[str] | None,
+    d: Diagnostics,
+    eps: list[EpochSummaryIn],
+    recent: list[EpochSummaryIn],
+    optimizer: str | None,
+    momentum: float,
+    layer_order: Sequence[str] | None,
 ) -> None:
     finite = [s for s in eps if _finite_epoch(s)]
     if not finite:
@@ -375,8 +391,11 @@ def _gradients(
         total = s.grad_total.mean
         ratio = s.learning_rate * scale * g / w if w else None
         return LayerStat(
-            name=name, grad_norm=g, weight_norm=w,
-            relative_grad=g / total if total > 0 else None, update_ratio=ratio,
+            name=name,
+            grad_norm=g,
+            weight_norm=w,
+            relative_grad=g / total if total > 0 else None,
+            update_ratio=ratio,
         )
 
     d.layers = [stat(last, n) for n in weights]
@@ -395,7 +414,8 @@ def _gradients(
         d.first_to_last_ratio = statistics.median(per_epoch)
 
     dead = [
-        st.name for st in d.layers
+        st.name
+        for st in d.layers
         if st.grad_norm <= DEAD_ABSOLUTE or (st.relative_grad or 0.0) < DEAD_RELATIVE
     ]
     d.dead_count = len(dead)
@@ -515,7 +535,8 @@ def _verdicts(d: Diagnostics, eps: list[EpochSummaryIn], recent: list[EpochSumma
 
     gap = d.generalization_gap or 0.0
     rising = (
-        d.val_loss_best is not None and d.val_loss_last is not None
+        d.val_loss_best is not None
+        and d.val_loss_last is not None
         and d.val_loss_last > (1 + OVERFIT_LOSS_RISE) * d.val_loss_best
     )
     d.overfitting = (gap > OVERFIT_GAP and rising) or gap > 2.5 * OVERFIT_GAP
@@ -527,17 +548,18 @@ def _verdicts(d: Diagnostics, eps: list[EpochSummaryIn], recent: list[EpochSumma
             + (", and the validation loss is rising." if rising else ".")
         )
 
-    slope = d.val_loss_slope
+    slope = d.val_loss_slope or 0.0
     d.slow_progress = (
-        not d.plateau and not d.near_chance and len(recent) >= 3
-        and slope is not None and -0.02 < slope < 0
+        not d.plateau
+        and not d.near_chance
+        and len(recent) >= 3
+        and d.val_loss_slope is not None
+        and -0.02 < slope < 0
         and (d.val_accuracy_change or 0.0) < 0.02
     )
     if d.slow_progress:
         issues.append("slow_progress")
-        notes.append(
-            f"Progress is slow: the validation loss falls by {-slope:.1%} per epoch."
-        )
+        notes.append(f"Progress is slow: the validation loss falls by {-slope:.1%} per epoch.")
 
     if d.target_accuracy is not None and (d.run_best_val_accuracy or 0.0) >= d.target_accuracy:
         issues.append("target_reached")

@@ -14,6 +14,7 @@ from service.api.errors import install_error_handlers
 from service.api.routes import health, runs, worker
 from service.artifacts import open_store
 from service.db.session import make_engine, make_sessionmaker
+from service.ingest import SummaryWriter
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,16 +30,18 @@ use the token of their own job, which reaches only that job's endpoints."""
 def build_state(settings: Settings, engine: Engine | None = None) -> ApiState:
     settings.ensure_home()
     engine = engine or make_engine(settings.resolved_database_url)
+    sessions = make_sessionmaker(engine)
     return ApiState(
         settings=settings,
         engine=engine,
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
         artifacts=open_store(
             settings.resolved_artifact_url,
             endpoint_url=settings.aws_endpoint_url,
             region=settings.aws_region,
         ),
         user_digests=auth.configured_user_digests(settings),
+        summary_writer=SummaryWriter(sessions),
     )
 
 

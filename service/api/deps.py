@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service import auth
 from service.artifacts import ArtifactStore
 from service.auth import Principal
+from service.ingest import SummaryWriter
 from service.jobs import JobBounds
 from service.errors import Forbidden, Unauthorized
 from service.settings import Settings
@@ -28,6 +29,7 @@ class ApiState:
     sessions: sessionmaker[Session]
     artifacts: ArtifactStore
     user_digests: frozenset[str]
+    summary_writer: SummaryWriter
     #: token digest -> principal; job tokens never change, so a hit skips the database.
     principals: dict[str, Principal] = field(default_factory=dict)
     #: job id -> its segment; immutable, so summary ingest checks it without a query.

@@ -127,8 +127,10 @@ class LocalExecutor:
             if self._stop.is_set():
                 raise ExecutorError("the local executor is closed")
             self._pump()
+            # The name carries run, generation and attempt: the same name is the same job, also
+            # after it ended (a controller that retries a submit must not run it twice).
             existing = self._by_name.get(job.name)
-            if existing is not None and not self._jobs[existing].terminal:
+            if existing is not None:
                 return existing
             external_id = f"local-{job.name}-{uuid.uuid4().hex[:8]}"
             record = _Job(

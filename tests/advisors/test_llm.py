@@ -40,7 +40,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 # --------------------------------------------------------------------------- model sources
 
-BROKEN_DESIGN = '''\
+BROKEN_DESIGN = """\
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -59,9 +59,9 @@ class CNN(nn.Module):
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
         x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
         return self.fc(torch.flatten(x, 1))
-'''
+"""
 
-FIXED_DESIGN = '''\
+FIXED_DESIGN = """\
 import torch
 from torch import nn
 
@@ -74,9 +74,9 @@ def build_model(input_shape, num_classes):
         nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes),
     )
-'''
+"""
 
-FAILING_IN_JOB = '''\
+FAILING_IN_JOB = """\
 import torch
 from torch import nn
 
@@ -90,9 +90,11 @@ class CNN(nn.Module):
     def forward(self, x):
         x = torch.sigmoid(self.conv(x))
         return self.fc(torch.flatten(x, 1))
-'''
+"""
 
-REPAIRED = FAILING_IN_JOB.replace("nn.Linear(16384, num_classes)", "nn.Linear(16 * 20 * 20, num_classes)")
+REPAIRED = FAILING_IN_JOB.replace(
+    "nn.Linear(16384, num_classes)", "nn.Linear(16 * 20 * 20, num_classes)"
+)
 
 JOB_TRACEBACK = """\
 Traceback (most recent call last):
@@ -160,7 +162,9 @@ def validate(source: str, input_shape: tuple[int, int, int], num_classes: int) -
 # --------------------------------------------------------------------------- scripted Bedrock
 
 
-def converse_reply(content: list[dict[str, Any]], stop: str, tokens: tuple[int, int]) -> dict[str, Any]:
+def converse_reply(
+    content: list[dict[str, Any]], stop: str, tokens: tuple[int, int]
+) -> dict[str, Any]:
     return {
         "output": {"message": {"role": "assistant", "content": content}},
         "stopReason": stop,
@@ -169,7 +173,9 @@ def converse_reply(content: list[dict[str, Any]], stop: str, tokens: tuple[int, 
     }
 
 
-def tool_reply(name: str, args: dict[str, Any], tokens: tuple[int, int] = (1500, 300)) -> dict[str, Any]:
+def tool_reply(
+    name: str, args: dict[str, Any], tokens: tuple[int, int] = (1500, 300)
+) -> dict[str, Any]:
     block = {"toolUse": {"toolUseId": f"tooluse_{name}", "name": name, "input": args}}
     return converse_reply([block], "tool_use", tokens)
 
@@ -224,7 +230,12 @@ class ScriptedBedrock:
 @pytest.fixture(autouse=True)
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fake credentials (requests are signed before they reach the hooks) and no AWS config."""
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_BEARER_TOKEN_BEDROCK"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_BEARER_TOKEN_BEDROCK",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -240,7 +251,9 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def rules() -> Advisor:
-    module = pytest.importorskip("service.advisors.rules", reason="the rules advisor is not built yet")
+    module = pytest.importorskip(
+        "service.advisors.rules", reason="the rules advisor is not built yet"
+    )
     return module.RulesAdvisor()  # type: ignore[no-any-return]
 
 
@@ -260,13 +273,27 @@ def diagnostics() -> dict[str, Any]:
     from service.agent.diagnostics import Diagnostics, LayerStat
 
     return Diagnostics(
-        epochs_seen=6, first_epoch=0, last_epoch=5, num_classes=10, chance_accuracy=0.1,
-        optimizer="sgd", learning_rate_peak=0.1, train_loss_first=2.31, train_loss_last=2.302,
-        val_loss_first=2.31, val_loss_last=2.303, val_accuracy_last=0.104, best_val_accuracy=0.11,
-        grad_total_last=0.012, weight_tensors=9,
+        epochs_seen=6,
+        first_epoch=0,
+        last_epoch=5,
+        num_classes=10,
+        chance_accuracy=0.1,
+        optimizer="sgd",
+        learning_rate_peak=0.1,
+        train_loss_first=2.31,
+        train_loss_last=2.302,
+        val_loss_first=2.31,
+        val_loss_last=2.303,
+        val_accuracy_last=0.104,
+        best_val_accuracy=0.11,
+        grad_total_last=0.012,
+        weight_tensors=9,
         first_layer=LayerStat(name="0.weight", grad_norm=1.3e-9, weight_norm=4.1),
         last_layer=LayerStat(name="18.weight", grad_norm=0.011, weight_norm=1.2),
-        first_to_last_ratio=1.2e-7, vanishing=True, near_chance=True, plateau=True,
+        first_to_last_ratio=1.2e-7,
+        vanishing=True,
+        near_chance=True,
+        plateau=True,
         issues=["vanishing_gradients", "near_chance", "plateau"],
         notes=["first/last gradient ratio 1.2e-07 < 1e-03"],
         layers=[LayerStat(name=f"per_tensor_table_{i}.weight", grad_norm=1e-3) for i in range(9)],
@@ -320,8 +347,12 @@ def test_assess_returns_the_structured_assessment_and_its_usage(
     assessment, usage = advisor.assess(context())
 
     assert assessment == Assessment(
-        gradient_issues=["vanishing gradients"], affected_layers=["0.weight"], severity=5,
-        is_stable=False, stability_score=2, recommendation="redesign",
+        gradient_issues=["vanishing gradients"],
+        affected_layers=["0.weight"],
+        severity=5,
+        is_stable=False,
+        stability_score=2,
+        recommendation="redesign",
         explanation="Validation accuracy is at chance after 6 epochs. The first layer's gradient "
         "is 1.2e-7 of the last layer's. Remaining issues: near chance accuracy.",
     )
@@ -360,7 +391,12 @@ def test_tune_returns_raw_changes_that_the_caller_clamps(
 
     change, usage = advisor.tune(context())
 
-    assert change.changes == {"optimizer": "sgd", "learning_rate": 5.0, "momentum": 0.9, "batch_size": 4096}
+    assert change.changes == {
+        "optimizer": "sgd",
+        "learning_rate": 5.0,
+        "momentum": 0.9,
+        "batch_size": 4096,
+    }
     assert change.reasons["momentum"] == "accumulate the tiny gradients"
     assert change.rationale.startswith("update ratio")
     assert usage.input_tokens == 1500
@@ -406,6 +442,7 @@ def test_an_unknown_key_is_refused_and_asked_again_with_the_error(
 # --------------------------------------------------------------------------- writer / fixer
 
 
+@pytest.mark.slow  # imports torch to validate the proposals
 def test_writer_then_fixer_through_the_graphs_validation_loop(
     advisor: LLMAdvisor, bedrock: ScriptedBedrock
 ) -> None:
@@ -436,8 +473,13 @@ def test_writer_then_fixer_through_the_graphs_validation_loop(
         )
     )
     deps = AgentDeps(
-        settings=None, sessions=None, executor=None, artifacts=None,  # type: ignore[arg-type]
-        advisor_for=lambda spec: advisor, validate=validate, fixer_rounds=3,
+        settings=None,
+        sessions=None,
+        executor=None,
+        artifacts=None,  # type: ignore[arg-type]
+        advisor_for=lambda spec: advisor,
+        validate=validate,
+        fixer_rounds=3,
     )
     run = SimpleNamespace(advisor=SPEC, dataset={"name": "digits"})
 
@@ -460,13 +502,14 @@ def test_writer_then_fixer_through_the_graphs_validation_loop(
     bedrock.done()
 
 
+@pytest.mark.slow  # imports torch to validate the repair
 def test_repair_of_a_model_whose_job_failed(advisor: LLMAdvisor, bedrock: ScriptedBedrock) -> None:
     assert not validate(FAILING_IN_JOB, (3, 32, 32), 10).ok
     bedrock.reply(
         tool_reply(
             "ModelRepair",
             {
-                "explanation": "kernel 15 with padding 1 gives 20x20 maps: 6400 features, not 16384",
+                "explanation": "kernel 15, padding 1: 20x20 maps, 6400 features, not 16384",
                 "source": REPAIRED,
             },
         )
@@ -486,7 +529,9 @@ def test_repair_of_a_model_whose_job_failed(advisor: LLMAdvisor, bedrock: Script
     bedrock.done()
 
 
-def test_rejection_feedback_is_in_the_next_request(advisor: LLMAdvisor, bedrock: ScriptedBedrock) -> None:
+def test_rejection_feedback_is_in_the_next_request(
+    advisor: LLMAdvisor, bedrock: ScriptedBedrock
+) -> None:
     bedrock.reply(
         tool_reply(
             "ArchitectureDesign",
@@ -504,7 +549,9 @@ def test_rejection_feedback_is_in_the_next_request(advisor: LLMAdvisor, bedrock:
 
 
 def test_summarize_uses_plain_text(advisor: LLMAdvisor, bedrock: ScriptedBedrock) -> None:
-    bedrock.reply(text_reply("The sigmoid stack starved its first layers of gradient.", (3000, 120)))
+    bedrock.reply(
+        text_reply("The sigmoid stack starved its first layers of gradient.", (3000, 120))
+    )
 
     text, usage = advisor.summarize(context(), "# Report\n<!-- summary -->\n| job | acc |")
 
@@ -538,10 +585,17 @@ def test_token_accounting_sums_over_calls(advisor: LLMAdvisor, bedrock: Scripted
 def test_malformed_replies_are_retried_then_the_rules_advisor_answers(
     advisor: LLMAdvisor, bedrock: ScriptedBedrock, rules: Advisor
 ) -> None:
+    cut_off = {
+        "toolUse": {
+            "toolUseId": "t2",
+            "name": "HealthAssessment",
+            "input": {"gradient_analysis": {}},
+        }
+    }
     bad_severity = copy.deepcopy(ASSESSMENT)
     bad_severity["gradient_analysis"]["severity"] = 9
     bedrock.reply(text_reply("I think the model is fine.", (1800, 20)))
-    bedrock.reply(tool_reply("HealthAssessment", {"gradient_analysis": {}}, tokens=(1900, 30)))
+    bedrock.reply(converse_reply([cut_off], "max_tokens", (1900, 2048)))
     bedrock.reply(tool_reply("HealthAssessment", bad_severity, tokens=(2000, 200)))
 
     assessment, usage = advisor.assess(context())
@@ -550,11 +604,29 @@ def test_malformed_replies_are_retried_then_the_rules_advisor_answers(
     assert assessment == expected
     assert usage.fallback is True
     # the failed tries' tokens are counted
-    assert (usage.input_tokens, usage.output_tokens) == (5700, 250)
+    assert (usage.input_tokens, usage.output_tokens) == (5700, 2268)
     assert len(bedrock.requests) == 3
     assert "did not call the `HealthAssessment` tool" in bedrock.user_text(1)
     assert "I think the model is fine." in bedrock.user_text(1)
-    assert "less than or equal to 5" in bedrock.user_text(2)
+    assert "Field required" in bedrock.user_text(2)
+    assert "cut off at the output limit" in bedrock.user_text(2)
+    bedrock.done()
+
+
+def test_an_out_of_range_field_is_shown_to_the_model(
+    advisor: LLMAdvisor, bedrock: ScriptedBedrock
+) -> None:
+    bad_severity = copy.deepcopy(ASSESSMENT)
+    bad_severity["gradient_analysis"]["severity"] = 9
+    bedrock.reply(tool_reply("HealthAssessment", bad_severity, tokens=(2000, 200)))
+    bedrock.reply(tool_reply("HealthAssessment", ASSESSMENT, tokens=(2300, 210)))
+
+    assessment, usage = advisor.assess(context())
+
+    assert assessment.severity == 5 and usage.fallback is False
+    assert (usage.input_tokens, usage.output_tokens) == (4300, 410)
+    retry = bedrock.user_text(1)
+    assert "less than or equal to 5" in retry and '"severity": 9' in retry
     bedrock.done()
 
 
@@ -575,16 +647,20 @@ def test_a_prompt_too_long_for_the_model_falls_back(
     ("code", "status", "message", "hints"),
     [
         (
-            "AccessDeniedException", 403,
+            "AccessDeniedException",
+            403,
             "You don't have access to the model with the specified model ID.",
             ["Model access", "us-east-1", "bedrock:InvokeModel", "inference-profile/" + MODEL],
         ),
         (
-            "ValidationException", 400, "The provided model identifier is invalid.",
+            "ValidationException",
+            400,
+            "The provided model identifier is invalid.",
             ["list-foundation-models", "GRADPILOT_AWS_REGION"],
         ),
         (
-            "ValidationException", 400,
+            "ValidationException",
+            400,
             "Invocation of model ID anthropic.claude-sonnet-4-5-20250929-v1:0 with on-demand "
             "throughput isn't supported. Retry your request with the ID or ARN of an inference "
             "profile that contains this model.",
@@ -592,13 +668,19 @@ def test_a_prompt_too_long_for_the_model_falls_back(
         ),
         ("ResourceNotFoundException", 404, "Model not found.", ["GRADPILOT_AWS_REGION"]),
         (
-            "UnrecognizedClientException", 403, "The security token included in the request is invalid.",
+            "UnrecognizedClientException",
+            403,
+            "The security token included in the request is invalid.",
             ["AWS_PROFILE", "credentials"],
         ),
     ],
 )
 def test_configuration_errors_fail_fast_with_what_to_fix(
-    advisor: LLMAdvisor, bedrock: ScriptedBedrock, code: str, status: int, message: str,
+    advisor: LLMAdvisor,
+    bedrock: ScriptedBedrock,
+    code: str,
+    status: int,
+    message: str,
     hints: list[str],
 ) -> None:
     bedrock.error(code, message, status)
@@ -630,7 +712,9 @@ class HttpBedrock:
     """Raw HTTP answers under botocore (after signing, before the socket): its retry handler
     sees them exactly as it would see AWS's."""
 
-    def __init__(self, client: Any, answers: list[tuple[int, dict[str, Any], dict[str, str]]]) -> None:
+    def __init__(
+        self, client: Any, answers: list[tuple[int, dict[str, Any], dict[str, str]]]
+    ) -> None:
         self.answers = list(answers)
         self.sent: list[dict[str, Any]] = []
         client.meta.events.register("before-send.bedrock-runtime.Converse", self.send)
@@ -641,12 +725,21 @@ class HttpBedrock:
             raise AssertionError("more requests than scripted answers")
         status, body, headers = self.answers.pop(0)
         raw = SimpleNamespace(stream=lambda **_: iter([json.dumps(body).encode()]))
-        return AWSResponse(request.url, status, {"content-type": "application/json", **headers}, raw)
+        return AWSResponse(
+            request.url, status, {"content-type": "application/json", **headers}, raw
+        )
 
 
-THROTTLED = (429, {"message": "Too many requests, please wait before trying again."},
-             {"x-amzn-ErrorType": "ThrottlingException"})
-UNAVAILABLE = (503, {"message": "Service unavailable"}, {"x-amzn-ErrorType": "ServiceUnavailableException"})
+THROTTLED = (
+    429,
+    {"message": "Too many requests, please wait before trying again."},
+    {"x-amzn-ErrorType": "ThrottlingException"},
+)
+UNAVAILABLE = (
+    503,
+    {"message": "Service unavailable"},
+    {"x-amzn-ErrorType": "ServiceUnavailableException"},
+)
 
 
 @pytest.fixture
@@ -661,7 +754,11 @@ def test_throttling_and_5xx_are_retried_with_backoff(
 ) -> None:
     http = HttpBedrock(
         advisor.chat_model().client,  # type: ignore[attr-defined]
-        [THROTTLED, UNAVAILABLE, (200, tool_reply("HealthAssessment", ASSESSMENT, (2000, 200)), {})],
+        [
+            THROTTLED,
+            UNAVAILABLE,
+            (200, tool_reply("HealthAssessment", ASSESSMENT, (2000, 200)), {}),
+        ],
     )
 
     assessment, usage = advisor.assess(context())
@@ -699,7 +796,10 @@ def test_from_spec_builds_bedrock_with_adaptive_retries_and_timeouts(settings: S
 
     chat = advisor.chat_model()
     config = chat.client.meta.config  # type: ignore[attr-defined]
-    assert config.retries == {"mode": "adaptive", "total_max_attempts": settings.llm_max_retries + 1}
+    assert config.retries == {
+        "mode": "adaptive",
+        "total_max_attempts": settings.llm_max_retries + 1,
+    }
     assert (config.read_timeout, config.connect_timeout) == (90.0, llm_module.CONNECT_TIMEOUT_S)
     assert chat.client.meta.region_name == "us-east-1"  # type: ignore[attr-defined]
     assert advisor.name == SPEC and isinstance(advisor, Advisor)
@@ -761,13 +861,22 @@ def test_application_inference_profile_arn(
 
 
 def test_arn_providers() -> None:
-    assert llm_module._arn_provider(
-        "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3-3-70b-instruct-v1:0"
-    ) == "meta"
-    assert llm_module._arn_provider(
-        "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0"
-    ) == "anthropic"
-    assert llm_module._arn_region("arn:aws:bedrock:ap-southeast-2:1:application-inference-profile/x") == "ap-southeast-2"
+    assert (
+        llm_module._arn_provider(
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.meta.llama3-3-70b-instruct-v1:0"
+        )
+        == "meta"
+    )
+    assert (
+        llm_module._arn_provider(
+            "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-5-haiku-20241022-v1:0"
+        )
+        == "anthropic"
+    )
+    assert (
+        llm_module._arn_region("arn:aws:bedrock:ap-southeast-2:1:application-inference-profile/x")
+        == "ap-southeast-2"
+    )
     assert llm_module._arn_region(MODEL) is None
 
 
@@ -783,4 +892,9 @@ def test_bad_specs_and_missing_providers_are_configuration_errors(settings: Sett
 
 def test_usage_add_keeps_the_fallback_flag() -> None:
     total = Usage(10, 2, 5, SPEC).add(Usage(3, 1, 7, "rules", fallback=True))
-    assert (total.input_tokens, total.output_tokens, total.latency_ms, total.fallback) == (13, 3, 12, True)
+    assert (total.input_tokens, total.output_tokens, total.latency_ms, total.fallback) == (
+        13,
+        3,
+        12,
+        True,
+    )

@@ -27,7 +27,6 @@ from service.executors.batch import (
     resolve_array_environment,
     retry_strategy,
 )
-from service.executors.registry import make_executor
 from service.settings import Settings
 from tests.executors.batch_fixtures import batch_settings, moto_batch_stack, submission
 from worker.exit_codes import BAD_SPEC, CODE_ERROR, INFRASTRUCTURE_ERROR, PREEMPTED, SUCCESS
@@ -219,12 +218,6 @@ def test_array_candidates_must_share_resources(executor: BatchExecutor) -> None:
         executor.submit_array(
             [submission("gp-01234567-g9-a1-c0"), submission("gp-01234567-g9-a1-c1", gpus=2)]
         )
-
-
-def test_registry_picks_batch(stack: dict[str, str], tmp_path: Path) -> None:
-    executor = make_executor(batch_settings(stack, tmp_path))
-    assert isinstance(executor, BatchExecutor)
-    executor.close()
 
 
 # -- retry strategy and status mapping (moto stores neither behaviour) ----------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,8 @@ import pytest
 
 from service.executors import JobSubmission
 from service.executors.batch import BatchExecutor
+from service.executors.local import LocalExecutor
+from service.executors.registry import make_executor
 from service.settings import Settings
 from tests.executors.batch_fixtures import (
     batch_settings,
@@ -19,8 +20,6 @@ from tests.executors.batch_fixtures import (
     submission,
 )
 from tests.executors.contract import ExecutorContract, ExecutorHarness, Outcome
-
-LOCAL_MISSING = importlib.util.find_spec("service.executors.local") is None
 
 # Stands in for ``python -m worker``: the contract is about the executor, not the worker, and
 # the real worker needs the API. It ends as GP_CONTRACT_OUTCOME says.
@@ -51,8 +50,8 @@ class BatchHarness(ExecutorHarness):
 
 
 class LocalHarness(ExecutorHarness):
-    def __init__(self, executor: object) -> None:
-        self.executor = executor  # type: ignore[assignment]
+    def __init__(self, executor: LocalExecutor) -> None:
+        self.executor = executor
 
     def submission(self, name: str, outcome: Outcome) -> JobSubmission:
         return submission(name, environment={"GP_CONTRACT_OUTCOME": outcome})
@@ -72,10 +71,6 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Executor
         yield BatchHarness(batch)
         batch.close()
         return
-    if LOCAL_MISSING:
-        pytest.skip("service.executors.local is not written yet (the worker issue builds it)")
-    from service.executors.local import LocalExecutor
-
     fake = tmp_path / "fake-python"
     fake.write_text(FAKE_WORKER)
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
@@ -86,3 +81,12 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Executor
 
 class TestExecutorContract(ExecutorContract):
     pass
+
+
+def test_the_registry_builds_each_executor(moto_stack: dict[str, str], tmp_path: Path) -> None:
+    local = make_executor(Settings(home=tmp_path / "local"))
+    assert isinstance(local, LocalExecutor)
+    local.close()
+    batch = make_executor(batch_settings(moto_stack, tmp_path / "batch"))
+    assert isinstance(batch, BatchExecutor)
+    batch.close()

@@ -52,8 +52,12 @@ def executor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalE
 def _job(attempt: int, **env: str) -> JobSubmission:
     name = job_name("run12345678", 0, attempt)
     return JobSubmission(
-        job_id=f"job-{attempt}", run_id="run12345678", generation=0, attempt=attempt,
-        name=name, environment={"GRADPILOT_JOB_ID": f"job-{attempt}", **env},
+        job_id=f"job-{attempt}",
+        run_id="run12345678",
+        generation=0,
+        attempt=attempt,
+        name=name,
+        environment={"GRADPILOT_JOB_ID": f"job-{attempt}", **env},
     )
 
 
@@ -73,8 +77,14 @@ def test_is_an_executor(executor: LocalExecutor) -> None:
 
 @pytest.mark.parametrize(
     ("code", "state", "infrastructure"),
-    [("0", "succeeded", False), ("3", "failed", False), ("4", "failed", True),
-     ("5", "failed", True), ("6", "failed", False), ("1", "failed", False)],
+    [
+        ("0", "succeeded", False),
+        ("3", "failed", False),
+        ("4", "failed", True),
+        ("5", "failed", True),
+        ("6", "failed", False),
+        ("1", "failed", False),
+    ],
 )
 def test_exit_codes_map_to_states(
     executor: LocalExecutor, code: str, state: str, infrastructure: bool
@@ -83,7 +93,9 @@ def test_exit_codes_map_to_states(
     _wait_state(executor, external_id, {"succeeded", "failed"})
     status = executor.status([external_id])[external_id]
     assert (status.state, status.exit_code, status.infrastructure_failure) == (
-        state, int(code), infrastructure,
+        state,
+        int(code),
+        infrastructure,
     )
     assert status.reason is None if code == "0" else status.reason
 
@@ -138,8 +150,9 @@ def test_submit_is_idempotent_by_name(executor: LocalExecutor) -> None:
     assert executor.submit(_job(1, GP_TEST_SLEEP="30")) != first
     executor.cancel(first, "done")
     _wait_state(executor, first, {"cancelled"})
-    # Once the first has ended, the same name starts a new job.
-    assert executor.submit(_job(0)) != first
+    # Also after it ended: a retried submit must not run the same attempt again.
+    assert executor.submit(_job(0)) == first
+    assert executor.status([first])[first].state == "cancelled"
 
 
 def test_unknown_ids(executor: LocalExecutor) -> None:

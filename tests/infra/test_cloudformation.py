@@ -253,11 +253,12 @@ def test_unknown_parameters_and_bad_stack_names_are_refused(aws: None) -> None:
 # -- the command line ------------------------------------------------------------------------
 
 
-def test_cli_deploy_prints_the_settings(aws: None) -> None:
+def test_cli_deploy_prints_the_settings(aws: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("GRADPILOT_AWS_ENDPOINT_URL", "GRADPILOT_AWS_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     runner = CliRunner()
-    result = runner.invoke(
-        infra_app, ["deploy", "--param", "ArtifactBucketName=gp-cli", "--json"], env={}
-    )
+    result = runner.invoke(infra_app, ["deploy", "--param", "ArtifactBucketName=gp-cli", "--json"])
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     assert printed["settings"] == {

@@ -60,7 +60,10 @@ def test_compose_accepts_the_file() -> None:
     [
         ("condition: service_completed_successfully", "condition: when_it_feels_like_it"),
         ("    depends_on:\n      setup:", "    depends_on:\n      setup-typo:"),
-        ("    healthcheck:\n      test: [\"CMD-SHELL\"", "    healthcheck:\n      tset: [\"CMD-SHELL\""),
+        (
+            '    healthcheck:\n      test: ["CMD-SHELL"',
+            '    healthcheck:\n      tset: ["CMD-SHELL"',
+        ),
     ],
 )
 def test_compose_rejects_a_broken_copy(tmp_path: Path, original: str, broken: str) -> None:

@@ -20,7 +20,7 @@ from service.reports.figure import (
     layer_order,
     render_figure,
 )
-from service.schemas.summaries import EpochSummaryIn
+from service.schemas.summaries import EpochSummaryIn, EpochSummaryPublic
 from tests.helpers import summary
 from tests.reports.builders import EXPECTED_MARKERS, finish_run
 
@@ -241,6 +241,6 @@ def test_summaries_in_db_match_the_figures_epochs(client: TestClient) -> None:
         count = session.query(EpochSummary).filter_by(run_id=done.run_id).count()
     assert count == 12
     metrics = client.get(f"/v1/runs/{done.run_id}/metrics").json()
-    fig = build_figure([EpochSummaryIn.model_validate(m) for m in metrics])
+    fig = build_figure([EpochSummaryPublic.model_validate(m) for m in metrics])
     xs = list(fig.get_axes()[1].get_lines()[0].get_xdata())
     assert xs == list(range(12))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 
 from service import jobs as job_ops
-from service.api.deps import DbSession, JobCaller, State, User
+from service.api.deps import ApiState, DbSession, JobCaller, State, User
+from service.ingest import summary_rows
 from service.errors import Conflict
 from service.schemas.jobs import CheckpointIn, HeartbeatIn, JobFinish, JobPublic, JobSpec
 from service.schemas.summaries import EpochSummaryAck, EpochSummaryBatch
@@ -25,15 +27,21 @@ def get_spec(job_id: str, state: State, session: DbSession, _: JobCaller) -> Job
 
 
 @router.post("/{job_id}/summaries", summary="Post epoch summaries (worker; idempotent)")
-def post_summaries(
-    job_id: str, body: EpochSummaryBatch, state: State, session: DbSession, _: JobCaller
+async def post_summaries(
+    job_id: str, body: EpochSummaryBatch, state: State, _: JobCaller
 ) -> EpochSummaryAck:
+    """Store a batch; epochs already stored are counted as duplicates, not stored twice."""
     bounds = state.job_bounds.get(job_id)
     if bounds is None:
-        bounds = state.job_bounds.setdefault(job_id, job_ops.job_bounds(session, job_id))
-    accepted, duplicates = job_ops.ingest_summaries(session, job_id, bounds, body.summaries)
-    session.commit()
+        bounds = await run_in_threadpool(_bounds, state, job_id)
+    rows = summary_rows(job_id, bounds, body.summaries)
+    accepted, duplicates = await state.summary_writer.write(rows, len(body.summaries))
     return EpochSummaryAck(accepted=accepted, duplicates=duplicates)
+
+
+def _bounds(state: ApiState, job_id: str) -> job_ops.JobBounds:
+    with state.sessions() as session:
+        return state.job_bounds.setdefault(job_id, job_ops.job_bounds(session, job_id))
 
 
 @router.post("/{job_id}/checkpoints", summary="Register a checkpoint (worker)")

@@ -1,0 +1,304 @@
+"""What the gradient-norm monitor costs: step time, ops per step, host syncs; and throughput.
+
+Measures, on the blog's revised CNN (``examples/blog_revised_cnn.py``), the time of a training
+step (forward, loss, backward, optimizer step) three ways, interleaved in rounds so that drift
+hits all three alike:
+
+- ``none``: no gradient monitoring;
+- ``monitor``: ``worker.monitor.GradientMonitor`` (``torch._foreach_norm`` into on-device
+  accumulators, no host sync);
+- ``reference``: the reference implementation's method, ``p.grad.norm(2).item()`` for every
+  parameter tensor on every step.
+
+It also counts, with ``torch.profiler``, the ops (and on CUDA the kernel launches) that one
+``observe()`` adds, on models with more and more parameter tensors, checks with CUDA's sync
+debug mode that ``observe()`` never synchronises with the host, and measures the worker's
+training throughput (samples/s) on ``digits``. Figures are printed, not asserted.
+
+    python bench/monitor_overhead.py            # CPU, and CUDA when present
+    python bench/monitor_overhead.py --tiny     # a quick run
+    python bench/monitor_overhead.py --json     # machine-readable
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from worker.monitor import GradientMonitor, reference_norms  # noqa: E402
+
+VARIANTS = ("none", "monitor", "reference")
+
+
+def load_revised_cnn() -> type[nn.Module]:
+    """The example file is ours and trusted: imported directly, without the sandbox (so that the
+    benchmark runs on a GPU machine that has torch and nothing else)."""
+    path = ROOT / "examples" / "blog_revised_cnn.py"
+    spec = importlib.util.spec_from_file_location("blog_revised_cnn", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.CNN  # type: ignore[no-any-return]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_step(
+    model: nn.Module, device: torch.device, batch: int, variant: str, amp: bool
+) -> Callable[[], None]:
+    """One training step of ``model`` with the given monitoring variant."""
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, foreach=True)
+    monitor = GradientMonitor(model.named_parameters()) if variant == "monitor" else None
+    x = torch.randn(batch, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    loss_fn = getattr(model, "loss_function", nn.functional.cross_entropy)
+    use_amp = amp and device.type == "cuda"
+
+    def step() -> None:
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if monitor is not None:
+            monitor.observe()
+        elif variant == "reference":
+            reference_norms(model.parameters())
+        optimizer.step()
+
+    return step
+
+
+def time_variants(
+    device: torch.device, batch: int, rounds: int, steps: int, warmup: int, amp: bool
+) -> dict[str, Any]:
+    """Median step time per variant over interleaved rounds; ratios to ``none``."""
+    cnn = load_revised_cnn()
+    torch.manual_seed(0)
+    base = cnn().to(device)
+    fns = {}
+    for variant in VARIANTS:
+        model = cnn().to(device)
+        model.load_state_dict(base.state_dict())
+        fns[variant] = make_step(model, device, batch, variant, amp)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    for r in range(rounds):
+        order = VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))
+        for variant in order:
+            fn = fns[variant]
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            _sync(device)
+            samples[variant].append((time.perf_counter() - start) / steps)
+    median = {v: statistics.median(s) for v, s in samples.items()}
+    return {
+        "device": str(device),
+        "batch": batch,
+        "amp_bf16": amp and device.type == "cuda",
+        "parameter_tensors": sum(1 for _ in base.parameters()),
+        "step_ms": {v: round(t * 1e3, 3) for v, t in median.items()},
+        "ratio_to_none": {v: round(t / median["none"], 4) for v, t in median.items()},
+        "rounds": rounds,
+        "steps_per_round": steps,
+    }
+
+
+def _mlp(tensors: int) -> nn.Module:
+    layers: list[nn.Module] = []
+    for _ in range(max(1, tensors // 2)):
+        layers += [nn.Linear(16, 16), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def _count(device: torch.device, model: nn.Module, action: Callable[[], object]) -> dict[str, int]:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    action()  # warm-up (lazy initialisation is not per-step cost)
+    _sync(device)
+    with profile(activities=activities) as prof:
+        action()
+        _sync(device)
+    events = prof.events()
+    ops = sum(1 for e in events if e.name.startswith("aten::") and e.cpu_parent is None)
+    launches = sum(
+        1 for e in events if e.name in ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel")
+    )
+    return {"aten_ops": ops, "kernel_launches": launches}
+
+
+def count_ops(device: torch.device, sizes: list[int]) -> list[dict[str, Any]]:
+    """Ops added by one ``observe()`` vs the reference method, by number of parameter tensors."""
+    rows = []
+    for tensors in sizes:
+        torch.manual_seed(0)
+        model = _mlp(tensors).to(device)
+        model(torch.randn(8, 16, device=device)).sum().backward()
+        monitor = GradientMonitor(model.named_parameters())
+        row: dict[str, Any] = {"parameter_tensors": len(monitor.params)}
+        row["monitor"] = _count(device, model, monitor.observe)
+        row["reference"] = _count(device, model, lambda m=model: reference_norms(m.parameters()))
+        rows.append(row)
+    return rows
+
+
+def check_no_sync(device: torch.device) -> dict[str, Any]:
+    """Run ``observe()`` under CUDA's sync debug mode set to error: any host sync raises."""
+    if device.type != "cuda":
+        return {"checked": False, "why": "CUDA only"}
+    model = load_revised_cnn()().to(device)
+    loss = model(torch.randn(8, 3, 32, 32, device=device)).sum()
+    loss.backward()
+    monitor = GradientMonitor(model.named_parameters())
+    monitor.observe()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(5):
+            monitor.observe()
+        result: dict[str, Any] = {"checked": True, "host_syncs_per_step": 0}
+    except RuntimeError as e:
+        result = {"checked": True, "host_syncs_per_step": "≥1", "error": str(e)[:200]}
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    return result
+
+
+def digits_throughput(device: torch.device, epochs: int, batch: int) -> dict[str, Any]:
+    """Samples/s of the worker's own training loop (monitor included) on ``digits``."""
+    try:
+        from service.schemas.datasets import DatasetSpec
+        from service.schemas.hyperparameters import Hyperparameters
+        from worker.data import Batches, load_dataset
+        from worker.distributed import Context
+        from worker.schedule import LrSchedule
+        from worker.training import EpochResult, Trainer
+    except ImportError as e:  # e.g. a GPU machine with torch but not the service's packages
+        return {"skipped": f"needs the service's packages ({e.name})"}
+    dataset = load_dataset(DatasetSpec(name="digits"), seed=0)
+    hp = Hyperparameters(optimizer="adam", learning_rate=1e-3, batch_size=batch)
+    torch.manual_seed(0)
+    model = load_revised_cnn()()
+    trainer = Trainer(
+        model, model.loss_function, hp, LrSchedule.from_hyperparameters(hp, epochs),
+        Context(0, 1, 0, device), 10,
+    )
+    batches = Batches(dataset.train, dataset, batch, device, train=True, seed=0)
+    rates = []
+    for epoch in range(epochs):
+        batches.set_epoch(epoch)
+        result = trainer.train_epoch(batches, epoch)
+        assert isinstance(result, EpochResult)
+        rates.append(result.samples / result.train_seconds)
+    return {
+        "device": str(device),
+        "batch": batch,
+        "train_samples": len(dataset.train),
+        "samples_per_second_by_epoch": [round(r, 1) for r in rates],
+        "samples_per_second": round(rates[-1], 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--tiny", action="store_true", help="a quick, rough run")
+    parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    parser.add_argument("--skip-digits", action="store_true")
+    args = parser.parse_args(argv)
+
+    devices = []
+    if args.device in ("cpu", "all"):
+        devices.append(torch.device("cpu"))
+    if args.device in ("cuda", "all") and torch.cuda.is_available():
+        devices.append(torch.device("cuda"))
+    report: dict[str, Any] = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": str(torch.__version__),
+            "cpu": platform.processor() or platform.machine(),
+            "cpu_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "step_time": [],
+        "ops_per_step": {},
+        "sync_check": {},
+        "digits": {},
+    }
+    sizes = [4, 16, 64] if args.tiny else [4, 16, 64, 256]
+    for device in devices:
+        cuda = device.type == "cuda"
+        if args.tiny:
+            configs = [(16, 2, 2, 1)]
+        elif cuda:
+            configs = [(64, 7, 50, 20), (256, 7, 30, 10)]
+        else:
+            configs = [(64, 5, 4, 2)]
+        for batch, rounds, steps, warmup in configs:
+            for amp in ([False, True] if cuda and not args.tiny else [False]):
+                report["step_time"].append(time_variants(device, batch, rounds, steps, warmup, amp))
+        report["ops_per_step"][device.type] = count_ops(device, sizes)
+        report["sync_check"][device.type] = check_no_sync(device)
+        if not args.skip_digits:
+            report["digits"][device.type] = digits_throughput(
+                device, epochs=1 if args.tiny else 3, batch=64
+            )
+
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
+def print_report(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    print(f"torch {m['torch']}, python {m['python']}, {m['cpu_threads']} CPU threads, GPU {m['gpu']}")
+    print("\nStep time on the blog's revised CNN (median of interleaved rounds)")
+    print(f"{'device':8} {'batch':>5} {'bf16':>5} {'none ms':>9} {'monitor ms':>11} "
+          f"{'reference ms':>13} {'monitor/none':>13} {'reference/none':>15}")
+    for row in report["step_time"]:
+        t, r = row["step_ms"], row["ratio_to_none"]
+        print(f"{row['device']:8} {row['batch']:>5} {row['amp_bf16']!s:>5} {t['none']:>9.3f} "
+              f"{t['monitor']:>11.3f} {t['reference']:>13.3f} {r['monitor']:>13.4f} "
+              f"{r['reference']:>15.4f}")
+    print("\nOps one step adds (profiler), by number of parameter tensors")
+    for device, rows in report["ops_per_step"].items():
+        for row in rows:
+            mon, ref = row["monitor"], row["reference"]
+            print(f"{device:5} tensors {row['parameter_tensors']:>4}: monitor {mon['aten_ops']:>3} "
+                  f"ops / {mon['kernel_launches']:>3} launches; reference {ref['aten_ops']:>5} ops "
+                  f"/ {ref['kernel_launches']:>4} launches")
+    for device, check in report["sync_check"].items():
+        print(f"\nhost syncs per observe() on {device}: {check}")
+    for device, row in report["digits"].items():
+        print(f"\nworker throughput on digits ({device}): {row}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

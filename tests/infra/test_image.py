@@ -1,0 +1,118 @@
+"""Dockerfile.worker and its entrypoint (no Docker engine here: the file is read, the entrypoint
+script is run with sh)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from service.executors.batch import resolve_array_environment
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "Dockerfile.worker"
+ENTRYPOINT = ROOT / "infra" / "docker-entrypoint.sh"
+
+
+def _instructions() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_the_image_runs_the_worker_as_a_non_root_user() -> None:
+    instructions = _instructions()
+    final_stage = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
+    users = [arg for op, arg in final_stage if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert ("ENTRYPOINT", '["gradpilot-entrypoint"]') in final_stage
+    assert ("CMD", '["python", "-m", "worker"]') in final_stage
+
+
+def test_everything_the_image_copies_exists() -> None:
+    for op, arg in _instructions():
+        if op != "COPY" or "--from=" in arg:
+            continue
+        sources = [word for word in arg.split() if not word.startswith("--")][:-1]
+        for source in sources:
+            assert (ROOT / source).exists(), f"Dockerfile.worker copies missing {source}"
+
+
+def _entrypoint(
+    args: list[str], env: dict[str, str], tmp_path: Path
+) -> subprocess.CompletedProcess:
+    # A stand-in `python` on PATH shows what the entrypoint runs by default.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "python"
+    fake.write_text('#!/bin/sh\necho "python $*"\n')
+    fake.chmod(0o755)
+    full_env = {"PATH": f"{bin_dir}:/usr/bin:/bin", **env}
+    return subprocess.run(
+        ["sh", str(ENTRYPOINT), *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_without_arguments_the_entrypoint_runs_the_worker(tmp_path: Path) -> None:
+    result = _entrypoint([], {}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "python -m worker"
+
+
+def test_with_arguments_the_entrypoint_runs_them(tmp_path: Path) -> None:
+    result = _entrypoint(["sh", "-c", "echo serving $0", "api"], {}, tmp_path)
+    assert result.stdout.strip() == "serving api"
+
+
+def test_an_array_child_gets_its_own_values_like_the_executor_says(tmp_path: Path) -> None:
+    array_env = {
+        "GRADPILOT_ARRAY_VARS": "GRADPILOT_JOB_ID,GRADPILOT_JOB_TOKEN,ONLY_FIRST",
+        "GRADPILOT_JOB_ID__0": "job-a",
+        "GRADPILOT_JOB_ID__1": "job-b",
+        "GRADPILOT_JOB_TOKEN__0": "token a",
+        "GRADPILOT_JOB_TOKEN__1": "token 'b' $HOME",
+        "ONLY_FIRST__0": "x",
+        "ONLY_FIRST": "stale",
+        "GRADPILOT_API_URL": "http://api:8765",
+    }
+    for index in (0, 1):
+        env = {**array_env, "AWS_BATCH_JOB_ARRAY_INDEX": str(index)}
+        result = _entrypoint(["env", "-0"], env, tmp_path)
+        assert result.returncode == 0, result.stderr
+        seen = dict(item.split("=", 1) for item in result.stdout.split("\0") if "=" in item)
+        expected = resolve_array_environment(array_env, index)
+        for key in ("GRADPILOT_JOB_ID", "GRADPILOT_JOB_TOKEN", "GRADPILOT_API_URL"):
+            assert seen[key] == expected[key]
+        assert ("ONLY_FIRST" in seen) == ("ONLY_FIRST" in expected)
+    assert expected["GRADPILOT_JOB_TOKEN"] == "token 'b' $HOME"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"GRADPILOT_ARRAY_VARS": "A;touch /tmp/pwned", "AWS_BATCH_JOB_ARRAY_INDEX": "0"},
+        {"GRADPILOT_ARRAY_VARS": "A", "AWS_BATCH_JOB_ARRAY_INDEX": "0;id"},
+    ],
+)
+def test_the_entrypoint_refuses_names_it_would_evaluate(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    result = _entrypoint(["true"], env, tmp_path)
+    assert result.returncode == 6  # worker.exit_codes.BAD_SPEC: not retried
+    assert "bad" in result.stderr
+
+
+def test_the_entrypoint_is_executable() -> None:
+    assert os.access(ENTRYPOINT, os.X_OK)
