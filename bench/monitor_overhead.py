@@ -30,8 +30,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -162,7 +163,8 @@ def count_ops(device: torch.device, sizes: list[int]) -> list[dict[str, Any]]:
         monitor = GradientMonitor(model.named_parameters())
         row: dict[str, Any] = {"parameter_tensors": len(monitor.params)}
         row["monitor"] = _count(device, model, monitor.observe)
-        row["reference"] = _count(device, model, lambda m=model: reference_norms(m.parameters()))
+        params = list(model.parameters())
+        row["reference"] = _count(device, model, partial(reference_norms, params))
         rows.append(row)
     return rows
 
@@ -196,6 +198,7 @@ def digits_throughput(device: torch.device, epochs: int, batch: int) -> dict[str
         from service.schemas.hyperparameters import Hyperparameters
         from worker.data import Batches, load_dataset
         from worker.distributed import Context
+        from worker.model_loading import LossFn
         from worker.schedule import LrSchedule
         from worker.training import EpochResult, Trainer
     except ImportError as e:  # e.g. a GPU machine with torch but not the service's packages
@@ -205,8 +208,12 @@ def digits_throughput(device: torch.device, epochs: int, batch: int) -> dict[str
     torch.manual_seed(0)
     model = load_revised_cnn()()
     trainer = Trainer(
-        model, model.loss_function, hp, LrSchedule.from_hyperparameters(hp, epochs),
-        Context(0, 1, 0, device), 10,
+        model,
+        cast(LossFn, model.loss_function),
+        hp,
+        LrSchedule.from_hyperparameters(hp, epochs),
+        Context(0, 1, 0, device),
+        10,
     )
     batches = Batches(dataset.train, dataset, batch, device, train=True, seed=0)
     rates = []
@@ -260,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             configs = [(64, 5, 4, 2)]
         for batch, rounds, steps, warmup in configs:
-            for amp in ([False, True] if cuda and not args.tiny else [False]):
+            for amp in [False, True] if cuda and not args.tiny else [False]:
                 report["step_time"].append(time_variants(device, batch, rounds, steps, warmup, amp))
         report["ops_per_step"][device.type] = count_ops(device, sizes)
         report["sync_check"][device.type] = check_no_sync(device)
@@ -278,22 +285,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_report(report: dict[str, Any]) -> None:
     m = report["machine"]
-    print(f"torch {m['torch']}, python {m['python']}, {m['cpu_threads']} CPU threads, GPU {m['gpu']}")
+    print(
+        f"torch {m['torch']}, python {m['python']}, {m['cpu_threads']} CPU threads, GPU {m['gpu']}"
+    )
     print("\nStep time on the blog's revised CNN (median of interleaved rounds)")
-    print(f"{'device':8} {'batch':>5} {'bf16':>5} {'none ms':>9} {'monitor ms':>11} "
-          f"{'reference ms':>13} {'monitor/none':>13} {'reference/none':>15}")
+    print(
+        f"{'device':8} {'batch':>5} {'bf16':>5} {'none ms':>9} {'monitor ms':>11} "
+        f"{'reference ms':>13} {'monitor/none':>13} {'reference/none':>15}"
+    )
     for row in report["step_time"]:
         t, r = row["step_ms"], row["ratio_to_none"]
-        print(f"{row['device']:8} {row['batch']:>5} {row['amp_bf16']!s:>5} {t['none']:>9.3f} "
-              f"{t['monitor']:>11.3f} {t['reference']:>13.3f} {r['monitor']:>13.4f} "
-              f"{r['reference']:>15.4f}")
+        print(
+            f"{row['device']:8} {row['batch']:>5} {row['amp_bf16']!s:>5} {t['none']:>9.3f} "
+            f"{t['monitor']:>11.3f} {t['reference']:>13.3f} {r['monitor']:>13.4f} "
+            f"{r['reference']:>15.4f}"
+        )
     print("\nOps one step adds (profiler), by number of parameter tensors")
     for device, rows in report["ops_per_step"].items():
         for row in rows:
             mon, ref = row["monitor"], row["reference"]
-            print(f"{device:5} tensors {row['parameter_tensors']:>4}: monitor {mon['aten_ops']:>3} "
-                  f"ops / {mon['kernel_launches']:>3} launches; reference {ref['aten_ops']:>5} ops "
-                  f"/ {ref['kernel_launches']:>4} launches")
+            print(
+                f"{device:5} tensors {row['parameter_tensors']:>4}: monitor {mon['aten_ops']:>3} "
+                f"ops / {mon['kernel_launches']:>3} launches; reference {ref['aten_ops']:>5} ops "
+                f"/ {ref['kernel_launches']:>4} launches"
+            )
     for device, check in report["sync_check"].items():
         print(f"\nhost syncs per observe() on {device}: {check}")
     for device, row in report["digits"].items():

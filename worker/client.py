@@ -268,7 +268,9 @@ class ApiClient:
                 # Find the offending one(s): send each alone.
                 for path in paths:
                     try:
-                        self._request("POST", "/summaries", {"summaries": [json.loads(path.read_text())]})
+                        self._request(
+                            "POST", "/summaries", {"summaries": [json.loads(path.read_text())]}
+                        )
                         path.unlink()
                     except PermanentError as single:
                         log.error("the API refused summary %s for good: %s", path.name, single)

@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -181,9 +182,9 @@ def _as_images(name: str, x: np.ndarray, shape: tuple[int, int, int]) -> Tensor:
 def _labels(name: str, y: np.ndarray, n: int, num_classes: int) -> Tensor:
     if y.ndim != 1 or y.shape[0] != n:
         raise InvalidDataError(f"{name} must be a 1-D array of {n} labels, has shape {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        if not np.all(np.equal(np.mod(y, 1), 0)):
-            raise InvalidDataError(f"{name} must hold integer class indices")
+    integral = np.issubdtype(y.dtype, np.integer) or bool(np.all(np.equal(np.mod(y, 1), 0)))
+    if not integral:
+        raise InvalidDataError(f"{name} must hold integer class indices")
     labels = torch.from_numpy(y.astype(np.int64))
     if n and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise InvalidDataError(
@@ -243,6 +244,8 @@ def load_dataset(spec: DatasetSpec, seed: int) -> Dataset:
         pool = pool.subset(keep.sort().values)
     train, val = _split_off(pool, spec.validation_fraction, seed)
 
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     if spec.name in CIFAR_STATS:
         mean, std = CIFAR_STATS[spec.name]
     else:
@@ -313,12 +316,13 @@ class Batches:
         self.x = split.x.to(device) if resident else split.x.pin_memory()
         self.y = split.y.to(device) if resident else split.y.pin_memory()
         self.n = len(split)
-        opts = {"device": device, "dtype": torch.float32}
+        opts: dict[str, Any] = {"device": device, "dtype": torch.float32}
         self.mean = torch.tensor(dataset.mean, **opts).view(1, -1, 1, 1)
         self.std = torch.tensor(dataset.std, **opts).view(1, -1, 1, 1)
-        self.sampler = (
+        # DistributedSampler only needs the length: a range stands in for a torch Dataset.
+        self.sampler: DistributedSampler[int] | None = (
             DistributedSampler(
-                range(self.n), num_replicas=world, rank=rank, shuffle=True, seed=seed
+                cast(Any, range(self.n)), num_replicas=world, rank=rank, shuffle=True, seed=seed
             )
             if train
             else None
@@ -355,8 +359,10 @@ class Batches:
         """The epoch's batches from ``start_step`` on (a resumed epoch skips the ones done)."""
         indices = self._indices()
         steps = len(self)
-        bs = self.batch_size if self.sampler is None or len(indices) >= self.batch_size else len(
-            indices
+        bs = (
+            self.batch_size
+            if self.sampler is None or len(indices) >= self.batch_size
+            else len(indices)
         )
         order = torch.tensor(indices, dtype=torch.long)
         if self.x.device == self.device:

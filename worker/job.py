@@ -126,7 +126,12 @@ class Job:
         found = checkpoint.latest(self.store, spec.job_id, map_location=self.ctx.device)
         if found is not None:
             p = found.payload
-            log.info("resuming this job from %s (epoch %d, step %d)", found.url, p["next_epoch"], p["step"])
+            log.info(
+                "resuming this job from %s (epoch %d, step %d)",
+                found.url,
+                p["next_epoch"],
+                p["step"],
+            )
             trainer.model.load_state_dict(p["model"])
             trainer.optimizer.load_state_dict(p["optimizer"])
             if trainer.scaler is not None and p.get("scaler"):
@@ -201,7 +206,9 @@ class Job:
             self.client.report_checkpoint(CheckpointIn(uri=url, epoch=next_epoch - 1))
         checkpoint.prune(self.store, spec.job_id, keep=2)
 
-    def _preempt(self, trainer: Trainer, next_epoch: int, step: int = 0, partial: Any = None) -> None:
+    def _preempt(
+        self, trainer: Trainer, next_epoch: int, step: int = 0, partial: Any = None
+    ) -> None:
         self._save(trainer, next_epoch, step, partial)
         if self.client is not None:
             self.client.flush(force=True)  # one try: the kill may follow soon
@@ -215,12 +222,24 @@ class Job:
         dataset, _loaded, trainer = self._build()
         ctx = self.ctx
         train = Batches(
-            dataset.train, dataset, hp.batch_size, ctx.device,
-            train=True, seed=spec.seed, rank=ctx.rank, world=ctx.world,
+            dataset.train,
+            dataset,
+            hp.batch_size,
+            ctx.device,
+            train=True,
+            seed=spec.seed,
+            rank=ctx.rank,
+            world=ctx.world,
         )
         eval_batch = max(hp.batch_size, 256)
         val = Batches(
-            dataset.val, dataset, eval_batch, ctx.device, train=False, rank=ctx.rank, world=ctx.world
+            dataset.val,
+            dataset,
+            eval_batch,
+            ctx.device,
+            train=False,
+            rank=ctx.rank,
+            world=ctx.world,
         )
         next_epoch, step, partial = self._resume(trainer)
         if self.client is not None:
@@ -253,8 +272,13 @@ class Job:
             )
             log.info(
                 "epoch %d: train loss %s acc %.4f, val loss %s acc %.4f, |g| %.4g, %.0f samples/s",
-                epoch, summary.train_loss, summary.train_accuracy, summary.val_loss,
-                summary.val_accuracy, summary.grad_total.mean, summary.samples_per_second,
+                epoch,
+                summary.train_loss,
+                summary.train_accuracy,
+                summary.val_loss,
+                summary.val_accuracy,
+                summary.grad_total.mean,
+                summary.samples_per_second,
             )
             self.summaries.append(summary.model_dump(mode="json"))
             if self.client is not None:
@@ -301,8 +325,13 @@ class Job:
         if not self.spec.score_test or dataset.test is None or not len(dataset.test):
             return None
         batches = Batches(
-            dataset.test, dataset, max(self.spec.hyperparameters.batch_size, 256),
-            self.ctx.device, train=False, rank=self.ctx.rank, world=self.ctx.world,
+            dataset.test,
+            dataset,
+            max(self.spec.hyperparameters.batch_size, 256),
+            self.ctx.device,
+            train=False,
+            rank=self.ctx.rank,
+            world=self.ctx.world,
         )
         result = trainer.evaluate(batches)
         log.info("test accuracy %.4f on %d samples", result.accuracy, result.samples)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -61,7 +62,7 @@ class GradientMonitor:
         self.device = self.params[0].device
         # Slot i is parameter tensor i; the last slot is the total.
         width = len(self.params) + 1
-        opts = {"device": self.device, "dtype": torch.float32}
+        opts: dict[str, Any] = {"device": self.device, "dtype": torch.float32}
         self._sum = torch.zeros(width, **opts)
         self._max = torch.full((width,), -math.inf, **opts)
         self._min = torch.full((width,), math.inf, **opts)

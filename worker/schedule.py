@@ -81,7 +81,9 @@ class LrSchedule:
 
     @classmethod
     def from_hyperparameters(cls, hp: Hyperparameters, total_epochs: int) -> LrSchedule:
-        return cls(hp.lr_schedule, hp.learning_rate, max(1, total_epochs), hp.lr_step_size, hp.lr_gamma)
+        return cls(
+            hp.lr_schedule, hp.learning_rate, max(1, total_epochs), hp.lr_step_size, hp.lr_gamma
+        )
 
     def lr_at(self, position: float) -> float:
         """``position``: epochs since the schedule began (fractional inside an epoch). Past the

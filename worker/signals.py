@@ -29,5 +29,7 @@ class StopFlag:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signal_name = signal.Signals(signum).name
         if not self.requested:
-            log.warning("%s received: stopping at the next step with a checkpoint", self.signal_name)
+            log.warning(
+                "%s received: stopping at the next step with a checkpoint", self.signal_name
+            )
         self.requested = True

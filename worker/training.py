@@ -90,9 +90,7 @@ class Trainer:
         if cuda and hp.amp:
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         # bf16 needs no loss scaling; fp16 (older GPUs) does.
-        self.scaler = (
-            torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
-        )
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
 
         train_model: nn.Module = self.model
         if ctx.enabled:

@@ -255,8 +255,7 @@ def _nice(x: float) -> float:
     """Round to one significant digit (0.0437 -> 0.04), so proposals read like a person's."""
     if x <= 0 or not math.isfinite(x):
         return x
-    exponent = math.floor(math.log10(x))
-    return round(x / 10**exponent) * 10**exponent
+    return float(f"{x:.1g}")
 
 
 class _Changes:
@@ -446,7 +445,25 @@ def _fix_argument(
         return None
     arg = call_arg(found[0], *target)
     assert arg is not None
-    return _replace(source, arg, str(new)), found[0].lineno
+    old = ast.get_source_segment(source, arg) or "?"
+    fixed = _replace(source, arg, str(new))
+    return _annotate(fixed, arg.lineno, f"gradpilot repair: was {old}"), found[0].lineno
+
+
+def _annotate(source: str, line: int, comment: str) -> str:
+    """Append ``# comment`` to a line when that is safe; the source unchanged otherwise."""
+    lines = source.splitlines(keepends=True)
+    text = lines[line - 1]
+    body = text.rstrip("\r\n")
+    if "#" in body or body.rstrip().endswith("\\") or len(body) + len(comment) + 4 > 100:
+        return source
+    lines[line - 1] = f"{body}  # {comment}" + text[len(body) :]
+    candidate = "".join(lines)
+    try:
+        ast.parse(candidate)
+    except SyntaxError:
+        return source
+    return candidate
 
 
 def repair_source(source: str, error: str) -> CodeRepair | None:
@@ -553,7 +570,8 @@ class RulesAdvisor:
     def assess(self, ctx: AdvisorContext) -> tuple[Assessment, Usage]:
         started = time.perf_counter()
         d = _diagnostics(ctx)
-        decision = decide(d, _situation(ctx, self.max_redesigns))
+        situation = _situation(ctx, self.max_redesigns)
+        decision = decide(d, situation)
         affected: list[str] = []
         if (d.vanishing or d.exploding) and d.first_layer and d.last_layer:
             affected = [d.first_layer.name, d.last_layer.name]
@@ -561,12 +579,19 @@ class RulesAdvisor:
         unstable = d.has("nonfinite") or d.exploding or d.grad_spikes
         score = 10 - 4 * d.has("nonfinite") - 3 * d.exploding - 2 * d.grad_spikes
         score -= 1 * (d.lr_verdict == "too_high")
-        explanation = " ".join(d.notes)
+        notes = list(d.notes)
+        weaknesses = _weaknesses(situation.facts, d, ctx.num_classes)
+        if weaknesses:
+            if not d.issues:
+                notes = []  # "looks healthy" is not the whole story
+            notes.append(f"The model's source shows {', '.join(weaknesses)}.")
+        explanation = " ".join(notes)
         explanation += f" Decision: {decision.recommendation}, because {decision.reason}."
+        floor = {"redesign": 3, "tune": 2}.get(decision.recommendation, 1)
         assessment = Assessment(
             gradient_issues=[i for i in d.issues if i in _GRADIENT_ISSUES],
             affected_layers=affected,
-            severity=_severity(d),
+            severity=max(_severity(d), floor),
             is_stable=not unstable,
             stability_score=max(1, min(10, score)),
             explanation=explanation.strip(),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -56,15 +57,15 @@ class WatchState:
         return self.jobs[-1] if self.jobs else None
 
     def since_epoch(self) -> int | None:
-        """Where to fetch summaries from: a new job (or attempt) is read from its first epoch,
-        since a retried attempt rewrites epochs; otherwise only epochs not seen yet."""
+        """The first epoch to fetch: the one after the last seen; a new attempt that resumes
+        earlier (a retry rewrites epochs) is read again from its first epoch."""
         job = self.current
         if job is None:
             return None
+        following = max(self.summaries) + 1 if self.summaries else 0
         if job["id"] != self.fetched_job_id:
-            return int(job["epoch_start"])
-        seen = [e for e, s in self.summaries.items() if s["job_id"] == job["id"]]
-        return max(seen) + 1 if seen else int(job["epoch_start"])
+            return min(following, int(job["epoch_start"]))
+        return following
 
     def job_best(self, job: dict[str, Any]) -> float | None:
         if job.get("best_val_accuracy") is not None:
@@ -88,20 +89,26 @@ def poll(client: ApiClient, state: WatchState) -> list[RenderableType]:
         for s in client.get(f"/v1/runs/{state.run_id}/metrics", params=params):
             state.summaries[int(s["epoch"])] = s
         state.fetched_job_id = state.current["id"] if state.current else None
-    lines: list[RenderableType] = []
+    # what happened since the last poll, in the order it happened
+    events: list[tuple[datetime, int, RenderableType]] = []
     for job in jobs:
         status = job["status"]
-        if (
-            status in ("succeeded", "failed", "cancelled")
-            and state.job_status.get(job["id"]) != status
-        ):
-            lines.append(job_line(job, state.job_best(job)))
+        if status in render.TERMINAL and state.job_status.get(job["id"]) != status:
+            when = _when(job.get("finished_at") or job.get("created_at"))
+            events.append((when, 0, job_line(job, state.job_best(job))))
         state.job_status[job["id"]] = status
     decisions = run.get("decisions") or []
     for d in decisions[state.decisions_seen :]:
-        lines.append(decision_line(d))
+        events.append((_when(d.get("created_at")), 1, decision_line(d)))
     state.decisions_seen = len(decisions)
-    return lines
+    return [line for _, _, line in sorted(events, key=lambda e: (e[0], e[1]))]
+
+
+def _when(value: str | None) -> datetime:
+    if not value:
+        return datetime.max.replace(tzinfo=UTC)
+    when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def job_line(job: dict[str, Any], best: float | None) -> Text:

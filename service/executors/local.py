@@ -15,6 +15,7 @@ previous one's jobs (the workers' own reports to the API still say how they ende
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -268,7 +269,9 @@ class LocalExecutor:
             self._finish(job, "failed", exit_code, reason)
             job.infrastructure_failure = infra
 
-    def _finish(self, job: _Job, state: ExecutorState, code: int | None, reason: str | None) -> None:
+    def _finish(
+        self, job: _Job, state: ExecutorState, code: int | None, reason: str | None
+    ) -> None:
         job.state = state
         job.exit_code = code
         job.reason = reason
@@ -277,10 +280,8 @@ class LocalExecutor:
     def _signal(self, job: _Job, signum: signal.Signals) -> None:
         if job.process is None or job.process.poll() is not None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):  # it ended in the meantime
             os.killpg(job.process.pid, signum)
-        except ProcessLookupError:
-            pass
 
     def _kill_if_alive(self, job: _Job) -> None:
         with self._lock:

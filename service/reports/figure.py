@@ -23,7 +23,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -232,9 +232,12 @@ def build_figure(
     ax_loss.plot(epochs, train_loss, label="training", color=TRAIN)
     ax_loss.plot(epochs, val_loss, label="validation", color=VAL)
     if _log_if_data(ax_loss, train_loss, val_loss):
-        # losses span less than a decade: plain numbers read better than 2×10⁰
+        # plain numbers read better than 2×10⁰; minor ticks are labelled only when the losses
+        # span less than a decade (otherwise the labels crowd each other)
         ax_loss.yaxis.set_major_formatter(_plain)
-        ax_loss.yaxis.set_minor_formatter(_plain)
+        finite = [v for v in (*train_loss, *val_loss) if not math.isnan(v)]
+        narrow = max(finite) / min(finite) < 10
+        ax_loss.yaxis.set_minor_formatter(_plain if narrow else NullFormatter())
     diverged = [s.epoch for s in ordered if s.train_loss is None or s.val_loss is None]
     if diverged:
         ax_loss.plot(

@@ -30,6 +30,14 @@ def _issues(diagnostics: dict[str, Any]) -> str:
     return ", ".join(issues) if issues else "none"
 
 
+def _change(name: str, value: Any) -> str:
+    """``name`` → value (reason); tune changes are stored as {"value": …, "reason": …}."""
+    if isinstance(value, dict) and "value" in value:
+        reason = f" ({value['reason']})" if value.get("reason") else ""
+        return f"`{name}` → {value['value']}{reason}"
+    return f"`{name}` → {value}"
+
+
 def _rows(session: Session, stmt: Select[Any]) -> list[Any]:
     return list(session.execute(stmt).scalars())
 
@@ -153,7 +161,7 @@ def build_report(session: Session, run: Run, artifacts: Any = None) -> str:
             lines.append(f"Diagnosed issues: {_issues(d.diagnostics)}.")
         if d.changes:
             lines.append("")
-            lines.append("Changes: " + ", ".join(f"`{k}` → {v}" for k, v in d.changes.items()))
+            lines.append("Changes: " + ", ".join(_change(k, v) for k, v in d.changes.items()))
         if d.latency_ms or d.input_tokens:
             lines.append("")
             lines.append(

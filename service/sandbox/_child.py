@@ -17,6 +17,7 @@ model contract, and run forward and backward on a random batch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -59,6 +60,7 @@ class Channel:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--request-fd", type=int, required=True)
+    parser.add_argument("--no-namespaces", action="store_true")
     args = parser.parse_args(argv)
 
     # Keep the original stdout for results; everything printed from now on goes to stderr.
@@ -67,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path.cwd()
 
     isolation = ["process", "clean-environment", "scratch-directory"]
-    isolation += _isolation.enter_namespaces((result_fd, args.request_fd))
+    if not args.no_namespaces:
+        isolation += _isolation.enter_namespaces((result_fd, args.request_fd))
     channel = Channel(result_fd)
     if "mount-namespace" in isolation:
         isolation += _isolation.private_tmp(scratch)
@@ -85,10 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     request = json.loads(raw)
     _isolation.apply_request_limits(int(request["memory_mb"]), float(request["timeout_s"]))
     result = _validate(request, channel)
+    # The model's prints first, so that the parent finds them in the pipe with the result.
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
     channel.send("result", **result)
     # Skip the interpreter's (and torch's) slow teardown: the parent has what it needs.
-    sys.stderr.flush()
-    sys.stdout.flush()
     os._exit(0)
 
 

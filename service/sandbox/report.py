@@ -8,7 +8,9 @@ from pydantic import BaseModel, Field
 
 from service.errors import SandboxRejected
 
-Stage = Literal["static", "start", "import", "build", "forward", "loss", "backward", "check", "done"]
+Stage = Literal[
+    "static", "start", "import", "build", "forward", "loss", "backward", "check", "done"
+]
 
 
 class ValidationReport(BaseModel):
@@ -19,31 +21,36 @@ class ValidationReport(BaseModel):
     """
 
     ok: bool
-    reason: str | None = Field(None, description="Why validation failed; None when ok.")
+    reason: str | None = Field(default=None, description="Why validation failed; None when ok.")
     stage: Stage = Field(
         description="Where it stopped: static (the static check), start (the sandbox process), "
         "import (the module's top-level code), build, forward, loss, backward, check (shape, "
         "parameters, gradients, step time) or done."
     )
-    error_type: str | None = Field(None, description="Exception class raised by the model.")
+    error_type: str | None = Field(default=None, description="Exception class raised by the model.")
     traceback: str | None = Field(
-        None, description="The model's traceback, trimmed to frames in the model's own code."
+        default=None,
+        description="The model's traceback, trimmed to frames in the model's own code.",
     )
-    parameters: int | None = Field(None, description="Number of parameters of the built model.")
+    parameters: int | None = Field(
+        default=None, description="Number of parameters of the built model."
+    )
     trainable_parameters: int | None = None
-    output_shape: list[int] | None = Field(None, description="Shape forward returned.")
-    loss: float | None = Field(None, description="Loss on the dummy batch.")
-    custom_loss: bool | None = Field(None, description="Whether the model defines its loss.")
-    step_seconds: float | None = Field(
-        None, description="Seconds for one forward and backward pass on the dummy batch."
+    output_shape: list[int] | None = Field(default=None, description="Shape forward returned.")
+    loss: float | None = Field(default=None, description="Loss on the dummy batch.")
+    custom_loss: bool | None = Field(
+        default=None, description="Whether the model defines its loss."
     )
-    elapsed_seconds: float = Field(0.0, description="Wall time of the whole validation.")
+    step_seconds: float | None = Field(
+        default=None, description="Seconds for one forward and backward pass on the dummy batch."
+    )
+    elapsed_seconds: float = Field(default=0.0, description="Wall time of the whole validation.")
     isolation: list[str] = Field(
         default_factory=list,
         description="The isolation the sandbox process ran under (e.g. network-namespace).",
     )
     warnings: list[str] = Field(default_factory=list)
-    log_tail: str | None = Field(None, description="The last lines the model printed.")
+    log_tail: str | None = Field(default=None, description="The last lines the model printed.")
 
     def raise_for_failure(self) -> None:
         """Raise ``SandboxRejected`` with the reason unless the model passed."""

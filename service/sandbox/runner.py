@@ -111,9 +111,14 @@ class Sandbox:
     Thread-safe. ``close()`` (or leaving the ``with`` block, or interpreter exit) ends the spare.
     """
 
-    def __init__(self, limits: SandboxLimits, *, keep_warm: bool = True) -> None:
+    def __init__(
+        self, limits: SandboxLimits, *, keep_warm: bool = True, namespaces: bool = True
+    ) -> None:
+        """``namespaces=False`` skips the Linux namespaces (network, mount, PID): only for
+        platforms that forbid them, and for tests of the fallback."""
         self.limits = limits
         self.keep_warm = keep_warm
+        self.namespaces = namespaces
         self._lock = threading.Lock()
         self._spare: list[_SandboxProcess] = []
         self._closed = False
@@ -153,7 +158,7 @@ class Sandbox:
                     reason=StaticCheckRejected(violations).message,
                     elapsed_seconds=round(time.monotonic() - started, 3),
                 )
-        process = self._take_spare() or _SandboxProcess.start()
+        process = self._take_spare() or _SandboxProcess.start(self.namespaces)
         try:
             request = {
                 "source": source,
@@ -188,7 +193,7 @@ class Sandbox:
             if self._closed or self._spare:
                 return
             with contextlib.suppress(SandboxUnavailable):
-                self._spare.append(_SandboxProcess.start())
+                self._spare.append(_SandboxProcess.start(self.namespaces))
 
 
 def _close_all(processes: list[_SandboxProcess]) -> None:
@@ -235,11 +240,13 @@ class _SandboxProcess:
             self._selector.register(stream, selectors.EVENT_READ)
 
     @classmethod
-    def start(cls) -> _SandboxProcess:
+    def start(cls, namespaces: bool = True) -> _SandboxProcess:
         scratch = Path(tempfile.mkdtemp(prefix="gradpilot-sandbox-"))
         read_fd, write_fd = os.pipe()
         command = [sys.executable, "-s", "-P", "-m", "service.sandbox._child"]
         command += ["--request-fd", str(read_fd)]
+        if not namespaces:
+            command.append("--no-namespaces")
         try:
             popen = subprocess.Popen(
                 command,
@@ -308,6 +315,20 @@ class _SandboxProcess:
                         self._log += data
                         del self._log[:-_LOG_TAIL_BYTES]
 
+    def _drain_log(self) -> None:
+        """Read what the model printed that is already in the pipe, without waiting."""
+        stream = self.popen.stderr
+        assert stream is not None
+        while self._log_open:
+            try:
+                data = os.read(stream.fileno(), 1 << 16)
+            except (BlockingIOError, OSError):
+                return
+            if not data:
+                return
+            self._log += data
+            del self._log[:-_LOG_TAIL_BYTES]
+
     def log_tail(self, lines: int = 20) -> str | None:
         text = self._log.decode("utf-8", errors="replace").strip()
         if not text:
@@ -365,6 +386,7 @@ class _SandboxProcess:
             if kind == "stage":
                 stage = str(event.get("stage", stage))
             elif kind == "result":
+                self._drain_log()
                 fields = {k: v for k, v in event.items() if k != "event"}
                 fields.setdefault("stage", stage)
                 return self._report(**fields)

@@ -270,6 +270,7 @@ _DENIED_MEMBERS: dict[str, dict[str, str]] = {
                 "ConcreteModuleTypeBuilder",
                 "ExecutionPlan",
                 "FileCheck",
+                "IODescriptor",
                 "Graph",
                 "GraphExecutorState",
                 "LiteScriptModule",
@@ -314,6 +315,8 @@ class Violation:
     why: str
 
     def __str__(self) -> str:
+        if not self.what:
+            return f"line {self.line}: {self.why}"
         return f"line {self.line}: {self.what} is not allowed: {self.why}"
 
 
@@ -347,7 +350,7 @@ def find_violations(source: str) -> list[Violation]:
     try:
         tree = ast.parse(source, filename="<model>")
     except SyntaxError as e:
-        return [Violation(e.lineno or 1, "invalid syntax", f"{e.msg} (the file does not parse)")]
+        return [Violation(e.lineno or 1, "", f"the file does not parse: {e.msg}")]
     except (RecursionError, MemoryError, ValueError) as e:
         return [Violation(1, "this source", f"it cannot be parsed safely ({type(e).__name__})")]
     checker = _Checker()
@@ -399,7 +402,7 @@ class _Checker(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             if alias.name not in ALLOWED_MODULES:
-                self.add(node.lineno, f"`import {alias.name}`", "the module is not allowed")
+                self.add(node.lineno, f"`import {alias.name}`", _outside(alias.name))
                 continue
             if alias.asname:
                 self._bind_module(node.lineno, alias.asname, alias.name)
@@ -415,7 +418,7 @@ class _Checker(ast.NodeVisitor):
         if module == "__future__":
             return
         if module not in ALLOWED_MODULES:
-            self.add(node.lineno, f"`from {module} import …`", "the module is not allowed")
+            self.add(node.lineno, f"`from {module} import …`", _outside(module))
             return
         for alias in node.names:
             name = alias.name
@@ -425,7 +428,7 @@ class _Checker(ast.NodeVisitor):
                 self.add(node.lineno, spelled, "star imports hide what is used; name each item")
                 continue
             if name.startswith("_"):
-                self.add(node.lineno, spelled, "private members of modules are not allowed")
+                self.add(node.lineno, spelled, "it is a private member of a module")
                 continue
             target = SUBMODULES.get(module, {}).get(name)
             if target is not None:
@@ -450,7 +453,7 @@ class _Checker(ast.NodeVisitor):
     def _module_refusal(module: str) -> str:
         if module in ("os", "sys", "builtins", "ctypes", "importlib", "inspect", "platform"):
             return f"it reaches the module {module!r}; {_WHY_OS}"
-        return f"the module {module!r} is outside the allow-list"
+        return _outside(module)
 
     # -- names -----------------------------------------------------------------------------
 
@@ -524,7 +527,7 @@ class _Checker(ast.NodeVisitor):
             what = f"`{spelled}`"
             if module is not None:
                 if name.startswith("_"):
-                    self.add(link.lineno, what, "private and dunder members of modules")
+                    self.add(link.lineno, what, "it is a private or dunder member of a module")
                     return
                 target = SUBMODULES.get(module, {}).get(name)
                 if target is not None:
@@ -589,8 +592,7 @@ class _Checker(ast.NodeVisitor):
                 problem = _format_string_problem(func.value.value)
                 if problem:
                     self.add(node.lineno, "this str.format call", problem)
-                else:
-                    self.vetted.add(id(func))
+                self.vetted.add(id(func))
         elif (
             isinstance(func, ast.Attribute) and func.attr == "type" and (node.args or node.keywords)
         ):
@@ -621,7 +623,9 @@ class _Checker(ast.NodeVisitor):
         name = name_node.value
         on_self = isinstance(target, ast.Name) and target.id in ("self", "cls")
         if _is_dunder(name) or (name.startswith("_") and not on_self):
-            self.add(node.lineno, f"{builtin}(…, {name!r})", "dunder and private attributes")
+            self.add(
+                node.lineno, f"{builtin}(…, {name!r})", "it reaches a dunder or private attribute"
+            )
         elif name in _GLOBAL_DENIED_ATTRIBUTES:
             self.add(node.lineno, f"{builtin}(…, {name!r})", _GLOBAL_DENIED_ATTRIBUTES[name])
         elif not name.isidentifier():
@@ -663,6 +667,10 @@ class _Checker(ast.NodeVisitor):
             self.add(getattr(node, "lineno", 1), *refusal)
             return
         super().generic_visit(node)
+
+
+def _outside(module: str) -> str:
+    return f"the module {module!r} is outside the allow-list"
 
 
 def _torch_pattern_refusal(name: str) -> str | None:

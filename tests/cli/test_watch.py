@@ -142,13 +142,19 @@ def test_watch_follows_a_run_to_the_end(client: TestClient, api: ApiClient) -> N
 def test_since_epoch_rereads_a_new_attempt_from_its_start() -> None:
     state = WatchState("r")
     assert state.since_epoch() is None
-    state.jobs = [{"id": "j1", "epoch_start": 10}]
-    assert state.since_epoch() == 10
+    state.jobs = [{"id": "j1", "epoch_start": 0}]
+    assert state.since_epoch() == 0
     state.fetched_job_id = "j1"
-    state.summaries = {10: {"job_id": "j1"}, 11: {"job_id": "j1"}}
-    assert state.since_epoch() == 12
-    state.jobs.append({"id": "j2", "epoch_start": 10})  # attempt 2 resumes from epoch 10
-    assert state.since_epoch() == 10
+    state.summaries = {0: {"job_id": "j1"}}
+    assert state.since_epoch() == 1
+    # the next generation appeared before the last epoch of the previous one was read
+    state.jobs.append({"id": "j2", "epoch_start": 2})
+    assert state.since_epoch() == 1
+    state.fetched_job_id = "j2"
+    state.summaries = {e: {"job_id": "j2" if e >= 2 else "j1"} for e in range(4)}
+    assert state.since_epoch() == 4
+    state.jobs.append({"id": "j2-retry", "epoch_start": 2})  # attempt 2 resumes from epoch 2
+    assert state.since_epoch() == 2
 
 
 def test_watch_of_a_finished_run_returns_at_once(client: TestClient, api: ApiClient) -> None:

@@ -70,6 +70,7 @@ def test_cfn_lint_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_cfn_lint_catches_a_broken_template(tmp_path: Path) -> None:
     broken = tmp_path / "broken.yaml"
     text = DEFAULT_TEMPLATE.read_text()

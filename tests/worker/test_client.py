@@ -6,28 +6,41 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import TOKEN, FakeApi, make_spec
 
 from service.schemas.jobs import CheckpointIn, JobFinish
 from service.schemas.summaries import EpochSummaryIn, NormStats
 from worker.client import ApiClient, Backoff
 from worker.errors import ApiUnavailable, BadSpecError
 
-from conftest import TOKEN, FakeApi, make_spec
-
 
 def _summary(epoch: int) -> EpochSummaryIn:
     stats = NormStats(mean=1.0, max=2.0, min=0.5)
     return EpochSummaryIn(
-        epoch=epoch, train_loss=1.0, val_loss=1.1, train_accuracy=0.5, val_accuracy=0.4,
-        learning_rate=0.1, grad_total=stats, grad_layers={"fc.weight": stats},
-        weight_norms={"fc.weight": 3.0}, steps=5, seconds=1.0, samples_per_second=100.0,
+        epoch=epoch,
+        train_loss=1.0,
+        val_loss=1.1,
+        train_accuracy=0.5,
+        val_accuracy=0.4,
+        learning_rate=0.1,
+        grad_total=stats,
+        grad_layers={"fc.weight": stats},
+        weight_norms={"fc.weight": 3.0},
+        steps=5,
+        seconds=1.0,
+        samples_per_second=100.0,
     )
 
 
 def _client(api: FakeApi, spool: Path, **kw: float) -> ApiClient:
     return ApiClient(
-        api.url, "job-1", TOKEN, spool_dir=spool, backoff_base_s=kw.get("base", 0.05),
-        backoff_max_s=kw.get("max", 0.2), timeout_s=2.0,
+        api.url,
+        "job-1",
+        TOKEN,
+        spool_dir=spool,
+        backoff_base_s=kw.get("base", 0.05),
+        backoff_max_s=kw.get("max", 0.2),
+        timeout_s=2.0,
     )
 
 
@@ -95,7 +108,11 @@ def test_spec_errors(api: FakeApi, tmp_path: Path) -> None:
         return httpx.Response(200, json=make_spec(tmp_path).model_dump(mode="json"))
 
     transport_client = ApiClient(
-        "http://api", "job-1", TOKEN, spool_dir=tmp_path / "s2", backoff_base_s=0.01,
+        "http://api",
+        "job-1",
+        TOKEN,
+        spool_dir=tmp_path / "s2",
+        backoff_base_s=0.01,
         transport=httpx.MockTransport(flaky),
     )
     assert transport_client.get_spec().job_id == "job-1"

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_MODEL, FakeApi, make_spec, run_in_process
 
 from service.schemas.datasets import DatasetSpec
 from service.schemas.hyperparameters import Hyperparameters
 from worker import checkpoint, exit_codes
-
-from conftest import TINY_MODEL, FakeApi, make_spec, run_in_process
 
 
 def test_segment_reports_every_epoch_and_finishes(
@@ -29,7 +28,7 @@ def test_segment_reports_every_epoch_and_finishes(
     assert first["samples_per_second"] > 0 and first["learning_rate"] == pytest.approx(0.05)
     # Checkpoints after the 2nd epoch of the segment and at the end, registered by epoch.
     assert [c["epoch"] for _, c in api.checkpoints] == [5, 6]
-    (job, finish), = api.finishes
+    ((job, finish),) = api.finishes
     assert finish["status"] == "succeeded" and finish["exit_code"] == 0
     assert 0 <= finish["test_accuracy"] <= 1
     payload = checkpoint.load_url(api.checkpoints[-1][1]["uri"])
@@ -41,12 +40,15 @@ def test_segment_reports_every_epoch_and_finishes(
     assert [s["epoch"] for s in payload["summaries"]] == [4, 5, 6]
 
 
-LOSS_42 = TINY_MODEL + """
+LOSS_42 = (
+    TINY_MODEL
+    + """
 
     def loss_function(self, outputs, targets):
         # A loss whose value is recognisable: the network still gets gradients from it.
         return (outputs - outputs.detach()).sum() + 42.0
 """
+)
 
 
 def test_custom_loss_function_is_used_for_training_and_validation(
@@ -103,8 +105,13 @@ def test_weights_only_resume_starts_a_fresh_optimizer(
     url = api.checkpoints[-1][1]["uri"]
     hp = Hyperparameters(optimizer="adam", learning_rate=0.001, batch_size=16)
     second = make_spec(
-        tmp_path / "b", "b", epochs=1, epoch_start=1, hyperparameters=hp,
-        resume_checkpoint=url, resume_weights_only=True,
+        tmp_path / "b",
+        "b",
+        epochs=1,
+        epoch_start=1,
+        hyperparameters=hp,
+        resume_checkpoint=url,
+        resume_weights_only=True,
     )
     assert run_in_process(api, second, tmp_path / "b", monkeypatch) == exit_codes.SUCCESS
     b = checkpoint.load_url(api.checkpoints[-1][1]["uri"])
@@ -118,7 +125,9 @@ def test_digits_trains_above_chance(
 ) -> None:
     hp = Hyperparameters(optimizer="adam", learning_rate=0.01, batch_size=64, gradient_clip=1.0)
     spec = make_spec(
-        tmp_path, epochs=3, hyperparameters=hp,
+        tmp_path,
+        epochs=3,
+        hyperparameters=hp,
         dataset=DatasetSpec(name="digits", max_train_samples=600),
     )
     assert run_in_process(api, spec, tmp_path, monkeypatch) == exit_codes.SUCCESS

@@ -11,9 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from worker import checkpoint, exit_codes
-
 from conftest import (
     REPO,
     TINY_MODEL,
@@ -24,6 +21,8 @@ from conftest import (
     start_worker,
     worker_env,
 )
+
+from worker import checkpoint, exit_codes
 
 pytestmark = pytest.mark.slow
 
@@ -117,7 +116,7 @@ def test_model_error_is_a_code_error_with_traceback(api: FakeApi, tmp_path: Path
     log = tmp_path / "worker.log"
     proc = start_worker(worker_env(api, spec.job_id, tmp_path / "spool"), log)
     assert _wait(proc, log) == exit_codes.CODE_ERROR
-    (_, finish), = api.finishes
+    ((_, finish),) = api.finishes
     assert finish["status"] == "failed" and finish["error_kind"] == "code"
     assert finish["exit_code"] == exit_codes.CODE_ERROR
     assert "x.flatten(2))  # wrong flatten" in finish["traceback"]
@@ -129,8 +128,13 @@ def test_torchrun_two_ranks_only_rank0_reports(api: FakeApi, tmp_path: Path) -> 
     log = tmp_path / "worker.log"
     env = worker_env(api, spec.job_id, tmp_path / "spool")
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "worker",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "worker",
     ]
     with log.open("wb") as out:
         proc = subprocess.run(
@@ -156,7 +160,10 @@ def test_local_executor_runs_the_real_worker(api: FakeApi, tmp_path: Path) -> No
     try:
         external_id = executor.submit(
             JobSubmission(
-                job_id=spec.job_id, run_id=spec.run_id, generation=0, attempt=0,
+                job_id=spec.job_id,
+                run_id=spec.run_id,
+                generation=0,
+                attempt=0,
                 name="gp-run-0123-g0-a0",
                 environment={k: v for k, v in env.items() if k.startswith("GRADPILOT_")},
             )
