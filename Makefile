@@ -28,6 +28,7 @@ demo: $(STAMP)
 
 test: $(DEV_STAMP)
 	@scripts/ensure-postgres.sh
+	@scripts/ensure-chromium.sh
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 test-fast: $(DEV_STAMP)

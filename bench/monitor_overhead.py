@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import sys
@@ -34,13 +35,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
-import torch
-from torch import nn
+# Quiet the profiler's own start/stop lines on stderr.
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from worker.monitor import GradientMonitor, reference_norms  # noqa: E402
+from worker.monitor import FOLD_EVERY, GradientMonitor, reference_norms  # noqa: E402
 
 VARIANTS = ("none", "monitor", "reference")
 
@@ -79,7 +83,7 @@ def make_step(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if monitor is not None:
-            monitor.observe()
+            monitor.observe(need_total=False)
         elif variant == "reference":
             reference_norms(model.parameters())
         optimizer.step()
@@ -134,38 +138,45 @@ def _mlp(tensors: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-def _count(device: torch.device, model: nn.Module, action: Callable[[], object]) -> dict[str, int]:
+def _count(device: torch.device, action: Callable[[], object], steps: int) -> dict[str, float]:
+    """Ops and kernel launches per call of ``action``, averaged over ``steps`` calls."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU]
     if device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
-    action()  # warm-up (lazy initialisation is not per-step cost)
+    for _ in range(steps):  # warm-up (lazy initialisation is not per-step cost)
+        action()
     _sync(device)
     with profile(activities=activities) as prof:
-        action()
+        for _ in range(steps):
+            action()
         _sync(device)
     events = prof.events()
     ops = sum(1 for e in events if e.name.startswith("aten::") and e.cpu_parent is None)
     launches = sum(
         1 for e in events if e.name in ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel")
     )
-    return {"aten_ops": ops, "kernel_launches": launches}
+    return {"aten_ops": round(ops / steps, 2), "kernel_launches": round(launches / steps, 2)}
 
 
 def count_ops(device: torch.device, sizes: list[int]) -> list[dict[str, Any]]:
-    """Ops added by one ``observe()`` vs the reference method, by number of parameter tensors."""
+    """Ops one step adds: the monitor's ``observe()`` (averaged over a fold period, so that its
+    batched fold is counted) vs the reference method, by number of parameter tensors."""
     rows = []
     for tensors in sizes:
         torch.manual_seed(0)
         model = _mlp(tensors).to(device)
         model(torch.randn(8, 16, device=device)).sum().backward()
         monitor = GradientMonitor(model.named_parameters())
-        row: dict[str, Any] = {"parameter_tensors": len(monitor.params)}
-        row["monitor"] = _count(device, model, monitor.observe)
         params = list(model.parameters())
-        row["reference"] = _count(device, model, partial(reference_norms, params))
-        rows.append(row)
+        rows.append(
+            {
+                "parameter_tensors": len(monitor.params),
+                "monitor": _count(device, partial(monitor.observe, need_total=False), FOLD_EVERY),
+                "reference": _count(device, partial(reference_norms, params), 4),
+            }
+        )
     return rows
 
 
@@ -177,12 +188,12 @@ def check_no_sync(device: torch.device) -> dict[str, Any]:
     loss = model(torch.randn(8, 3, 32, 32, device=device)).sum()
     loss.backward()
     monitor = GradientMonitor(model.named_parameters())
-    monitor.observe()
+    monitor.observe(need_total=False)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for _ in range(5):
-            monitor.observe()
+        for _ in range(2 * FOLD_EVERY):  # steps and folds
+            monitor.observe(need_total=False)
         result: dict[str, Any] = {"checked": True, "host_syncs_per_step": 0}
     except RuntimeError as e:
         result = {"checked": True, "host_syncs_per_step": "≥1", "error": str(e)[:200]}

@@ -1,3 +1,4 @@
+# ruff: noqa
 """The flawed CNN from the AWS HPC blog, exactly as printed (for CIFAR-10, 3x32x32).
 
 What is wrong with it, on purpose and by accident:
@@ -8,6 +9,8 @@ What is wrong with it, on purpose and by accident:
   flattened features are 16 * 20 * 20 = 6400, not the 16384 that ``nn.Linear(16384, 10)``
   expects. Its first forward fails with a shape error ("mat1 and mat2 shapes cannot be
   multiplied"), which gradpilot's repair path fixes.
+
+The code is kept as the blog printed it, so the linter is switched off for this file.
 """
 
 import torch

@@ -11,7 +11,6 @@ case gradpilot diagnoses from the ratio of first- to last-layer gradient norms a
 (normalisation, ReLU-family activations, residual connections).
 """
 
-import torch
 from torch import nn
 
 DEPTH = 8

@@ -224,7 +224,8 @@ def architecture_diff(session: Session, run_id: str, a: int | None, b: int | Non
     latest = current_architecture_version(session, run_id)
     to_v = latest if b is None else b
     from_v = (to_v - 1 if to_v > 0 else 0) if a is None else a
-    old, new = get_architecture(session, run_id, from_v), get_architecture(session, run_id, to_v)
+    new = get_architecture(session, run_id, to_v)
+    old = get_architecture(session, run_id, from_v)
     return ArchitectureDiff(
         run_id=run_id, from_version=from_v, to_version=to_v,
         diff=unified_diff(old.source, new.source, f"v{from_v}/model.py", f"v{to_v}/model.py"),

@@ -52,13 +52,14 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
+    # Generator states are CPU byte tensors, whatever map_location the checkpoint was read with.
+    torch.set_rng_state(state["torch"].cpu())
     python = state.get("python")
     if python is not None:
         random.setstate(_as_tuple(python))
     cuda = state.get("cuda")
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
 def _as_tuple(value: Any) -> Any:

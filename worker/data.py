@@ -364,9 +364,8 @@ class Batches:
             if self.sampler is None or len(indices) >= self.batch_size
             else len(indices)
         )
-        order = torch.tensor(indices, dtype=torch.long)
-        if self.x.device == self.device:
-            order = order.to(self.device)
+        # The index lives with the data: on the GPU when the data set is resident there.
+        order = torch.tensor(indices, dtype=torch.long).to(self.x.device)
         for step in range(start_step, steps):
             idx = order[step * bs : (step + 1) * bs]
             x = self.x.index_select(0, idx).to(self.device, non_blocking=True)

@@ -123,7 +123,9 @@ class Job:
         """Load this job's newest checkpoint, else the spec's; returns (next epoch, step in it,
         partial epoch state)."""
         spec = self.spec
-        found = checkpoint.latest(self.store, spec.job_id, map_location=self.ctx.device)
+        # Loaded to the CPU: load_state_dict copies to the model's device, the optimizer moves
+        # its state to its parameters', and RNG states must stay CPU byte tensors.
+        found = checkpoint.latest(self.store, spec.job_id)
         if found is not None:
             p = found.payload
             log.info(
@@ -145,7 +147,7 @@ class Job:
                 partial = {**p["partial"], "loss_sum": 0.0, "correct": 0, "count": 0}
             return int(p["next_epoch"]), int(p["step"]), partial
         if spec.resume_checkpoint:
-            p = checkpoint.load_url(spec.resume_checkpoint, map_location=self.ctx.device)
+            p = checkpoint.load_url(spec.resume_checkpoint)
             same = p.get("model_sha256") == spec.model_sha256
             log.info(
                 "starting from %s (%s)",

@@ -165,9 +165,10 @@ class Trainer:
                 self.scaler.unscale_(self.optimizer)
             else:
                 loss.backward()
-            total = self.monitor.observe()  # before clipping
-            if self.hp.gradient_clip > 0:
-                self.monitor.clip_(total, self.hp.gradient_clip)
+            clip = self.hp.gradient_clip
+            total = self.monitor.observe(need_total=clip > 0)  # before clipping
+            if total is not None:
+                self.monitor.clip_(total, clip)
             lr = self.schedule.lr_at(schedule_epoch + step / steps)
             set_lr(self.optimizer, lr)
             if self.scaler is not None:

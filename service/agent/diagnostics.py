@@ -262,6 +262,7 @@ def compute_diagnostics(
     earlier: Sequence[SummaryLike] = (),
     hyperparameters: Any = None,
     layer_order: Sequence[str] | None = None,
+    param_shapes: Mapping[str, Sequence[int]] | None = None,
     target_accuracy: float | None = None,
 ) -> Diagnostics:
     """Diagnose one training segment from its epoch summaries.
@@ -270,9 +271,13 @@ def compute_diagnostics(
     shape, in any order); ``earlier`` the run's earlier summaries, used only for the run's best
     accuracy before this job. ``hyperparameters`` (a ``Hyperparameters`` or its dict) tells the
     optimizer and momentum, which the update-to-weight ratio depends on. ``layer_order`` gives
-    the parameter names in the model's registration order; without it the order of the posted
-    ``grad_layers`` keys is used (JSONB in Postgres does not keep key order, so callers reading
-    summaries back from Postgres should pass it).
+    the parameter names in the model's registration order; without it the order of
+    ``param_shapes``, else of the posted ``grad_layers`` keys is used (JSONB in Postgres does not
+    keep key order, so callers reading summaries back from Postgres should pass one of them).
+    ``param_shapes`` (name -> shape, e.g. from the sandbox's build of the model) identifies the
+    layer weights exactly (2+ dimensions); without it they are told from their names (biases
+    and parameters of modules named like ``bn``/``norm`` are skipped; a BatchNorm inside an
+    ``nn.Sequential`` has a numeric name and counts as a weight).
     """
     window = max(2, int(window))
     chance = 1.0 / max(2, num_classes)
@@ -302,7 +307,10 @@ def compute_diagnostics(
 
     _losses(d, eps, recent)
     _accuracy(d, eps, recent, prior_best)
-    _gradients(d, eps, recent, optimizer, momentum, layer_order)
+    if layer_order is None and param_shapes:
+        layer_order = list(param_shapes)
+    matrices = {n for n, shape in param_shapes.items() if len(shape) >= 2} if param_shapes else None
+    _gradients(d, eps, recent, optimizer, momentum, layer_order, matrices)
     _verdicts(d, eps, recent)
     return d
 
@@ -351,6 +359,7 @@ def _gradients(
     optimizer: str | None,
     momentum: float,
     layer_order: Sequence[str] | None,
+    matrices: set[str] | None,
 ) -> None:
     finite = [s for s in eps if _finite_epoch(s)]
     if not finite:
@@ -377,7 +386,7 @@ def _gradients(
     names = [n for n in names if n in last.grad_layers] + [
         n for n in last.grad_layers if n not in set(names)
     ]
-    weights = weight_names(names)
+    weights = [n for n in names if n in matrices] if matrices else weight_names(names)
     d.weight_tensors = len(weights)
     if not weights:
         return

@@ -390,24 +390,23 @@ class AgentNodes:
         with self._session() as session:
             run = self._run(session, state["run_id"])
             ctx = self._context(session, run, state)
-            proposal, usage = self._advisor(run).tune(ctx)
+            change, usage = self._advisor(run).tune(ctx)
             current = Hyperparameters.model_validate(state["hyperparameters"])
-            new_hp, applied = clamp_changes(current, proposal.changes)
-            rationale = proposal.rationale or "; ".join(f"{k}: {v}" for k, v in proposal.reasons.items())
+            new_hp, applied = clamp_changes(current, change.changes)
+            rationale = change.rationale or "; ".join(f"{k}: {v}" for k, v in change.reasons.items())
             if not applied:
                 rationale = f"the advisor proposed no effective change ({rationale or 'none'}); training on"
-            return {
-                "proposal": {
-                    "action": "tune",
-                    "rationale": rationale,
-                    "changes": {k: {"value": v, "reason": proposal.reasons.get(k, "")} for k, v in applied.items()},
-                    "hyperparameters": new_hp.model_dump(mode="json"),
-                    "needs_approval": bool(applied) and needs_approval(run.approval, "tune"),
-                    "usage": usage.__dict__,
-                    "approved": None,
-                },
-                **self._apply_if_auto(session, run, state, "tune", bool(applied)),
+            proposal = {
+                "action": "tune",
+                "rationale": rationale,
+                "changes": {k: {"value": v, "reason": change.reasons.get(k, "")} for k, v in applied.items()},
+                "hyperparameters": new_hp.model_dump(mode="json"),
+                "needs_approval": bool(applied) and needs_approval(run.approval, "tune"),
+                "usage": usage.__dict__,
+                "approved": None,
             }
+            st: AgentState = {**state, "proposal": proposal}  # type: ignore[typeddict-item]
+            return {"proposal": proposal, **self._apply_if_auto(session, run, st, "tune", bool(applied))}
 
     def redesign(self, state: AgentState) -> dict[str, Any]:
         """Writer -> sandbox -> fixer, bounded; then hyperparameters for the new model."""

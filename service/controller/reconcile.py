@@ -64,6 +64,8 @@ class Controller:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_ttl_s = max(120.0, 10 * settings.controller_interval_s)
         self._last_sweep = 0.0
+        #: job id -> when the executor was first seen reporting it ended without the worker
+        self._ended_seen: dict[str, float] = {}
 
     # ------------------------------------------------------------------ loop
 
@@ -133,7 +135,7 @@ class Controller:
                     # The worker normally posts its own finish first; this is the fallback
                     # for a worker that died without a word (SIGKILL, OOM, lost host).
                     session.refresh(job)
-                    if job.status in ACTIVE_JOB:
+                    if job.status in ACTIVE_JOB and self._report_overdue(job.id, st.state):
                         self._finish_from_executor(session, job, st)
                         stats.jobs_finished += 1
                 elif (
@@ -151,6 +153,18 @@ class Controller:
                     job.finished_at = now
                     stats.jobs_finished += 1
             session.commit()
+
+    def _report_overdue(self, job_id: str, state: str) -> bool:
+        """Give the worker's own finish report time to land before taking the executor's word:
+        long after a success (the report may be spooled), briefly after a failure."""
+        seen = self._ended_seen.setdefault(job_id, time.monotonic())
+        grace = self.settings.job_report_grace_s
+        if state != "succeeded":
+            grace = min(grace, 3.0)
+        if time.monotonic() - seen < grace:
+            return False
+        del self._ended_seen[job_id]
+        return True
 
     def _finish_from_executor(self, session: Session, job: Job, st: Any) -> None:
         job.finished_at = utcnow()

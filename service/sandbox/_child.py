@@ -29,6 +29,7 @@ from typing import Any
 
 from service.errors import SandboxRejected
 from service.sandbox import _isolation, model_contract
+from service.sandbox.report import describe_stage
 from service.sandbox.static_check import check_source
 
 MODEL_FILENAME = "<model>"
@@ -211,7 +212,7 @@ def _validate(request: dict[str, Any], channel: Channel) -> dict[str, Any]:
     except (MemoryError, RuntimeError) as e:
         if _is_out_of_memory(e):
             result["reason"] = (
-                f"exceeded the memory limit of {memory_mb} MB during {stage}: "
+                f"exceeded the memory limit of {memory_mb} MB in {describe_stage(stage)}: "
                 f"{type(e).__name__}: {_first_line(e)}"
             )
             result["error_type"] = type(e).__name__
@@ -318,7 +319,9 @@ def _describe_exception(e: BaseException, stage: str, result: dict[str, Any]) ->
     if frames:
         last = frames[-1]
         where = f" at line {last.lineno} ({last.line.strip()})" if last.line else ""
-    result["reason"] = f"{stage} failed{where}: {type(e).__name__}: {_first_line(e)}"
+    result["reason"] = (
+        f"{describe_stage(stage)} failed{where}: {type(e).__name__}: {_first_line(e)}"
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,24 @@ Stage = Literal[
 ]
 
 
+_STAGE_PHRASES = {
+    "static": "the static check",
+    "start": "the sandbox's start",
+    "import": "the module's top-level code",
+    "build": "building the model",
+    "forward": "forward",
+    "loss": "the loss function",
+    "backward": "backward",
+    "check": "the checks after the training step",
+    "done": "the end",
+}
+
+
+def describe_stage(stage: str) -> str:
+    """A stage in words, for reasons: 'timed out after 5 s in building the model'."""
+    return _STAGE_PHRASES.get(stage, stage)
+
+
 class ValidationReport(BaseModel):
     """The outcome of building a model and running one training step on a dummy batch.
 

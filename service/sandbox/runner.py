@@ -32,9 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from service.errors import GradpilotError
-from service.sandbox.report import ValidationReport
-from service.sandbox.static_check import find_violations
+from service.sandbox.report import ValidationReport, describe_stage
+from service.sandbox.static_check import StaticCheckRejected, find_violations
 
 #: The folder that holds the ``service`` package, put on the child's PYTHONPATH.
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -150,8 +152,6 @@ class Sandbox:
         if not _unchecked:
             violations = find_violations(source)
             if violations:
-                from service.sandbox.static_check import StaticCheckRejected
-
                 return ValidationReport(
                     ok=False,
                     stage="static",
@@ -289,9 +289,12 @@ class _SandboxProcess:
             if not self._result_open:
                 return None
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            # Poll at least once even past the deadline: a spare that has waited for hours
+            # has its ready line in the pipe already.
+            ready = self._selector.select(timeout=min(max(remaining, 0.0), 1.0))
+            if not ready and remaining <= 0:
                 raise TimeoutError
-            for key, _ in self._selector.select(timeout=min(remaining, 1.0)):
+            for key, _ in ready:
                 stream = key.fileobj
                 assert hasattr(stream, "fileno")
                 try:
@@ -376,9 +379,9 @@ class _SandboxProcess:
                 self.kill()
                 return self._report(
                     stage=stage,
-                    reason=f"timed out after {limits.timeout_s:g} s during {stage} (the limit "
-                    f"is {limits.timeout_s:g} s): the model loops forever or is far too slow "
-                    f"for a batch of {limits.batch_size}",
+                    reason=f"timed out after {limits.timeout_s:g} s in {describe_stage(stage)} "
+                    f"(the limit is {limits.timeout_s:g} s): the model loops forever or is far "
+                    f"too slow for a batch of {limits.batch_size}",
                 )
             if event is None:
                 return self._crash_report(stage, limits)
@@ -387,14 +390,19 @@ class _SandboxProcess:
                 stage = str(event.get("stage", stage))
             elif kind == "result":
                 self._drain_log()
-                fields = {k: v for k, v in event.items() if k != "event"}
+                fields = {k: v for k, v in event.items() if k not in ("event", "isolation")}
                 fields.setdefault("stage", stage)
-                return self._report(**fields)
+                try:
+                    return self._report(**fields)
+                except ValidationError:
+                    return self._report(
+                        stage=stage, reason="the sandbox process returned an unreadable result"
+                    )
 
     def _report(self, **fields: Any) -> ValidationReport:
         fields.setdefault("ok", False)
-        report = ValidationReport(isolation=self.isolation, log_tail=self.log_tail(), **fields)
-        return report
+        fields.pop("log_tail", None)
+        return ValidationReport(isolation=self.isolation, log_tail=self.log_tail(), **fields)
 
     def _crash_report(self, stage: str, limits: SandboxLimits) -> ValidationReport:
         status = self._exit_status()
@@ -415,7 +423,9 @@ class _SandboxProcess:
                 what += " (a crash in native code)"
         else:
             what = f"exited with status {status} without reporting"
-        return self._report(stage=stage, reason=f"the model's process {what} during {stage}")
+        return self._report(
+            stage=stage, reason=f"the model's process {what} in {describe_stage(stage)}"
+        )
 
     def _exit_status(self) -> int | None:
         try:

@@ -353,7 +353,7 @@ def find_violations(source: str) -> list[Violation]:
         return [Violation(e.lineno or 1, "", f"the file does not parse: {e.msg}")]
     except (RecursionError, MemoryError, ValueError) as e:
         return [Violation(1, "this source", f"it cannot be parsed safely ({type(e).__name__})")]
-    checker = _Checker()
+    checker = _Checker(_module_aliases(tree))
     try:
         checker.visit(tree)
     except RecursionError:
@@ -386,11 +386,32 @@ def _format_string_problem(fmt: str, depth: int = 0) -> str | None:
     return None
 
 
+def _module_aliases(tree: ast.AST) -> dict[str, str]:
+    """Every name that an import anywhere in the source binds to an allowed module.
+
+    Collected before the check so that a use *above* the import (in a function body, say) is
+    judged the same as one below it; a name once bound to a module stays one throughout.
+    """
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in ALLOWED_MODULES:
+                    top = alias.name.split(".")[0]
+                    aliases[alias.asname or top] = alias.name if alias.asname else top
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            for alias in node.names:
+                target = SUBMODULES.get(node.module, {}).get(alias.name)
+                if target in ALLOWED_MODULES:
+                    aliases[alias.asname or alias.name] = target
+    return aliases
+
+
 class _Checker(ast.NodeVisitor):
-    def __init__(self) -> None:
+    def __init__(self, module_aliases: dict[str, str]) -> None:
         self.violations: list[Violation] = []
         #: names bound by imports to modules -> the module's canonical name
-        self.module_aliases: dict[str, str] = {}
+        self.module_aliases = module_aliases
         #: ids of nodes that a surrounding construct has already vetted
         self.vetted: set[int] = set()
 
@@ -404,11 +425,7 @@ class _Checker(ast.NodeVisitor):
             if alias.name not in ALLOWED_MODULES:
                 self.add(node.lineno, f"`import {alias.name}`", _outside(alias.name))
                 continue
-            if alias.asname:
-                self._bind_module(node.lineno, alias.asname, alias.name)
-            else:
-                top = alias.name.split(".")[0]
-                self._bind_module(node.lineno, top, top)
+            self._check_binding(node.lineno, alias.asname or alias.name.split(".")[0])
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         module = node.module or ""
@@ -431,10 +448,9 @@ class _Checker(ast.NodeVisitor):
                 self.add(node.lineno, spelled, "it is a private member of a module")
                 continue
             target = SUBMODULES.get(module, {}).get(name)
+            self._check_binding(node.lineno, bound)
             if target is not None:
-                if target in ALLOWED_MODULES:
-                    self._bind_module(node.lineno, bound, target)
-                else:
+                if target not in ALLOWED_MODULES:
                     self.add(node.lineno, spelled, self._module_refusal(target))
                 continue
             why = _DENIED_MEMBERS.get(module, {}).get(name) or _GLOBAL_DENIED_ATTRIBUTES.get(name)
@@ -442,12 +458,10 @@ class _Checker(ast.NodeVisitor):
                 why = _torch_pattern_refusal(name)
             if why:
                 self.add(node.lineno, spelled, why)
-            self.module_aliases.pop(bound, None)
 
-    def _bind_module(self, line: int, name: str, module: str) -> None:
+    def _check_binding(self, line: int, name: str) -> None:
         if _is_dunder(name):
             self.add(line, f"importing as `{name}`", "dunder names are not allowed")
-        self.module_aliases[name] = module
 
     @staticmethod
     def _module_refusal(module: str) -> str:

@@ -34,9 +34,12 @@ def diff_lines(diff: str) -> list[tuple[str, str]]:
 
 
 def diff_html(diff: str) -> Markup:
-    """A unified diff as escaped ``<span class="d-…">`` lines (for a ``<pre>``)."""
-    spans = (f'<span class="d-{kind}">{escapeHtml(line)}</span>' for kind, line in diff_lines(diff))
-    return Markup("\n".join(spans))
+    """A unified diff as escaped ``<span class="d-…">`` lines (for a ``<pre>``); each line
+    keeps its newline inside its span, so that copied text is the diff itself."""
+    spans = (
+        f'<span class="d-{kind}">{escapeHtml(line)}\n</span>' for kind, line in diff_lines(diff)
+    )
+    return Markup("".join(spans))
 
 
 def _fence(self: Any, tokens: Sequence[Token], idx: int, options: Any, env: Any) -> str:

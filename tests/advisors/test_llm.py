@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-import traceback
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -109,54 +107,19 @@ RuntimeError: mat1 and mat2 shapes cannot be multiplied (64x6400 and 16384x10)
 # --------------------------------------------------------------------------- validation
 
 
-@dataclass
-class Report:
-    ok: bool
-    reason: str = ""
-    parameters: int | None = None
-
-
-def _sandbox_validator() -> Callable[[str, tuple[int, int, int], int], Any] | None:
-    try:
-        from service.sandbox import validate_model  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return validate_model  # type: ignore[no-any-return]
-
-
-def validate_in_process(source: str, input_shape: tuple[int, int, int], num_classes: int) -> Report:
-    """The sandbox's checks, in this process, for the sources of these tests: the static
-    check, compile, build, forward and backward on a dummy batch, output shape, finite loss."""
-    import torch
-    import torch.nn.functional as F
-
-    from service.sandbox.static_check import check_source
-
-    try:
-        check_source(source)
-        namespace: dict[str, Any] = {"__name__": "proposal"}
-        exec(compile(source, "model.py", "exec"), namespace)  # noqa: S102 - the tests' own sources
-        if "build_model" in namespace:
-            model = namespace["build_model"](input_shape, num_classes)
-        else:
-            model = namespace["CNN"](num_classes=num_classes)
-        out = model(torch.randn(4, *input_shape))
-        if tuple(out.shape) != (4, num_classes):
-            raise ValueError(f"output shape {tuple(out.shape)}, expected (4, {num_classes})")
-        loss = F.cross_entropy(out, torch.randint(0, num_classes, (4,)))
-        if not torch.isfinite(loss):
-            raise ValueError("the loss is not finite")
-        loss.backward()
-        return Report(True, parameters=sum(p.numel() for p in model.parameters()))
-    except Exception as e:  # noqa: BLE001 - a failed validation is a report, as in the sandbox
-        return Report(False, "".join(traceback.format_exception(e))[-3000:])
-
-
 def validate(source: str, input_shape: tuple[int, int, int], num_classes: int) -> Any:
-    sandbox = _sandbox_validator()
-    if sandbox is not None:
-        return sandbox(source, input_shape, num_classes)
-    return validate_in_process(source, input_shape, num_classes)
+    """The real sandbox, with the settings' default limits (what the graph's deps use)."""
+    from service.sandbox import validate_model
+
+    defaults = Settings.model_fields
+    return validate_model(
+        source,
+        input_shape,
+        num_classes,
+        timeout_s=defaults["sandbox_timeout_s"].default,
+        memory_mb=defaults["sandbox_memory_mb"].default,
+        max_parameters=defaults["sandbox_max_parameters"].default,
+    )
 
 
 # --------------------------------------------------------------------------- scripted Bedrock
@@ -442,7 +405,7 @@ def test_an_unknown_key_is_refused_and_asked_again_with_the_error(
 # --------------------------------------------------------------------------- writer / fixer
 
 
-@pytest.mark.slow  # imports torch to validate the proposals
+@pytest.mark.slow  # two sandbox validations, a few seconds each
 def test_writer_then_fixer_through_the_graphs_validation_loop(
     advisor: LLMAdvisor, bedrock: ScriptedBedrock
 ) -> None:
@@ -502,9 +465,8 @@ def test_writer_then_fixer_through_the_graphs_validation_loop(
     bedrock.done()
 
 
-@pytest.mark.slow  # imports torch to validate the repair
+@pytest.mark.slow  # a sandbox validation
 def test_repair_of_a_model_whose_job_failed(advisor: LLMAdvisor, bedrock: ScriptedBedrock) -> None:
-    assert not validate(FAILING_IN_JOB, (3, 32, 32), 10).ok
     bedrock.reply(
         tool_reply(
             "ModelRepair",

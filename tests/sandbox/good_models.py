@@ -56,7 +56,8 @@ class Block(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
         self.bn = nn.BatchNorm2d(cout)
-        self.skip = nn.Identity() if cin == cout and stride == 1 else nn.Conv2d(cin, cout, 1, stride)
+        same = cin == cout and stride == 1
+        self.skip = nn.Identity() if same else nn.Conv2d(cin, cout, 1, stride)
         self._scale = 1.0 / math.sqrt(2.0)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import types
+import warnings
 
 from service.sandbox._module_table import ALLOWED_MODULES, SUBMODULES
 from service.sandbox.static_check import find_violations
@@ -99,3 +100,26 @@ def test_public_loaders_of_torch_are_refused() -> None:
             continue
         if any(word in name.lower() for word in LOADER_WORDS):
             assert find_violations(f"import torch\ntorch.{name}\n"), f"torch.{name} allowed"
+
+
+def test_no_public_class_or_function_attribute_is_a_module() -> None:
+    """The check assumes that once a chain leaves the modules (``torch.Tensor``, ``F.relu``), no
+    public attribute leads back into one."""
+    found = []
+    for name in sorted(ALLOWED_MODULES):
+        module = importlib.import_module(name)
+        for attr, value in vars(module).items():
+            if attr.startswith("_") or isinstance(value, types.ModuleType) or not callable(value):
+                continue
+            for member in dir(value):
+                if member.startswith("_"):
+                    continue
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # deprecated members warn when read
+                        inner = getattr(value, member)
+                except Exception:  # noqa: BLE001 - descriptors may raise anything
+                    continue
+                if isinstance(inner, types.ModuleType):
+                    found.append(f"{name}.{attr}.{member}")
+    assert not found

@@ -77,6 +77,8 @@ REFUSED = [
     ("module as value", H + "m = torch\nm.load('x')", 4, ["using the module `torch` as a value"]),
     ("module argument", H + "f(torch)", 4, ["as a value"]),
     ("submodule value", H + "x = torch.nn", 4, ["`torch.nn` as a value"]),
+    ("use before import", "def f():\n    return t\nimport torch as t\n", 2, ["`t` as a value"]),
+    ("from-import module", "from torch.nn import functional\nx = [functional]", 2, ["value"]),
     (
         "module via self",
         H + "class A:\n    def f(self):\n        return self._C\nA.f(torch)",

@@ -119,9 +119,9 @@ def chromium(profile: Path, timeout: float = 60) -> Iterator[Page]:
                 raise RuntimeError(f"chromium exited with {proc.returncode}: {err[-2000:]}")
             if time.monotonic() > deadline:
                 raise TimeoutError(f"chromium did not open its DevTools port in {timeout}s")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
-                    targets = [t for t in json.load(r) if t.get("type") == "page"]
+            url = f"http://127.0.0.1:{port}/json/list"
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+                targets = [t for t in json.load(r) if t.get("type") == "page"]
             if not targets:
                 time.sleep(0.2)
         with connect(targets[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=30) as ws:

@@ -113,6 +113,8 @@ def test_run_page_of_a_finished_run(client: TestClient, signed_in: TestClient) -
     assert page.status_code == 200
     html = page.text
     assert page.headers["cache-control"] == "no-store"
+    assert "script-src" not in page.headers["content-security-policy"]  # default-src 'none'
+    assert "default-src 'none'" in page.headers["content-security-policy"]
     assert 'http-equiv="refresh"' not in html
     assert 'id="run-status">succeeded<' in html
     assert f'src="/ui/runs/{run_id}/figure.png"' in html
@@ -135,7 +137,7 @@ def test_run_page_of_a_finished_run(client: TestClient, signed_in: TestClient) -
     # the report, rendered, with its figure pointing at the dashboard's figure route
     assert re.search(r"<h1>gradpilot report — run <code>" + run_id, html)
     assert f'<img class="figure" src="/ui/runs/{run_id}/figure.png"' in html
-    assert '<pre class="diff"><code><span class="d-meta">--- v0/model.py</span>' in html
+    assert '<pre class="diff"><code><span class="d-meta">--- v0/model.py\n</span>' in html
     assert "<table>" in html  # the jobs table of the report
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from worker.monitor import GradientMonitor, reference_norms, weight_norms
+from worker.monitor import FOLD_EVERY, GradientMonitor, reference_norms, weight_norms
 
 
 def _mlp(depth: int, width: int = 8) -> nn.Module:
@@ -146,19 +146,38 @@ def test_partial_state_round_trip() -> None:
     assert a.read_epoch() == b.read_epoch()
 
 
-def _ops_added(depth: int) -> int:
+def _ops_per_step(depth: int) -> float:
     from torch.profiler import ProfilerActivity, profile
 
     model = _mlp(depth)
     monitor = GradientMonitor(model.named_parameters())
     _backward(model, 0)
-    monitor.observe()  # warm-up
+    for _ in range(FOLD_EVERY):  # warm-up
+        monitor.observe(need_total=False)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        monitor.observe()
-    return sum(1 for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None)
+        for _ in range(FOLD_EVERY):  # one fold period, the fold included
+            monitor.observe(need_total=False)
+    ops = sum(1 for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None)
+    return ops / FOLD_EVERY
 
 
 def test_ops_per_step_do_not_grow_with_parameter_tensors() -> None:
-    small, large = _ops_added(1), _ops_added(40)
+    small, large = _ops_per_step(1), _ops_per_step(40)
     assert small == large, (small, large)
-    assert small < 20
+    assert small < 2  # one _foreach_norm per step, plus the fold's share
+
+
+def test_statistics_span_several_folds() -> None:
+    torch.manual_seed(0)
+    model = _mlp(1)
+    monitor = GradientMonitor(model.named_parameters())
+    totals = []
+    for seed in range(FOLD_EVERY * 2 + 5):
+        _backward(model, seed)
+        totals.append(float(monitor.observe()))
+    epoch = monitor.read_epoch()
+    assert epoch.steps == len(totals)
+    assert epoch.total is not None
+    assert epoch.total.mean == pytest.approx(sum(totals) / len(totals), rel=1e-5)
+    assert epoch.total.max == pytest.approx(max(totals), rel=1e-6)
+    assert epoch.total.min == pytest.approx(min(totals), rel=1e-6)
