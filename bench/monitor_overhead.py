@@ -46,7 +46,8 @@ sys.path.insert(0, str(ROOT))
 
 from worker.monitor import FOLD_EVERY, GradientMonitor, reference_norms  # noqa: E402
 
-VARIANTS = ("none", "monitor", "reference")
+#: ``none_again``: a second unmonitored model; its ratio to ``none`` is the noise floor.
+VARIANTS = ("none", "monitor", "reference", "none_again")
 
 
 def load_revised_cnn() -> type[nn.Module]:
@@ -85,7 +86,7 @@ def make_step(
         if monitor is not None:
             monitor.observe(need_total=False)
         elif variant == "reference":
-            reference_norms(model.parameters())
+            reference_norms(model.parameters())  # "none" and "none_again" do nothing here
         optimizer.step()
 
     return step
@@ -109,7 +110,9 @@ def time_variants(
     _sync(device)
     samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for r in range(rounds):
-        order = VARIANTS if r % 2 == 0 else tuple(reversed(VARIANTS))
+        # Rotate the order so that no variant always runs first or after the same one.
+        shift = r % len(VARIANTS)
+        order = VARIANTS[shift:] + VARIANTS[:shift]
         for variant in order:
             fn = fns[variant]
             _sync(device)
@@ -248,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="a quick, rough run")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--skip-digits", action="store_true")
+    parser.add_argument("--timing-only", action="store_true", help="only the step times")
+    parser.add_argument("--rounds", type=int, help="override the rounds of timed steps")
     args = parser.parse_args(argv)
 
     devices = []
@@ -277,9 +282,13 @@ def main(argv: list[str] | None = None) -> int:
             configs = [(64, 7, 50, 20), (256, 7, 30, 10)]
         else:
             configs = [(64, 5, 4, 2)]
+        if args.rounds:
+            configs = [(b, args.rounds, s, w) for b, _, s, w in configs]
         for batch, rounds, steps, warmup in configs:
             for amp in [False, True] if cuda and not args.tiny else [False]:
                 report["step_time"].append(time_variants(device, batch, rounds, steps, warmup, amp))
+        if args.timing_only:
+            continue
         report["ops_per_step"][device.type] = count_ops(device, sizes)
         report["sync_check"][device.type] = check_no_sync(device)
         if not args.skip_digits:
@@ -302,16 +311,18 @@ def print_report(report: dict[str, Any]) -> None:
     print("\nStep time on the blog's revised CNN (median of interleaved rounds)")
     print(
         f"{'device':8} {'batch':>5} {'bf16':>5} {'none ms':>9} {'monitor ms':>11} "
-        f"{'reference ms':>13} {'monitor/none':>13} {'reference/none':>15}"
+        f"{'reference ms':>13} {'monitor/none':>13} {'reference/none':>15} "
+        f"{'noise (none again/none)':>24}"
     )
     for row in report["step_time"]:
         t, r = row["step_ms"], row["ratio_to_none"]
         print(
             f"{row['device']:8} {row['batch']:>5} {row['amp_bf16']!s:>5} {t['none']:>9.3f} "
             f"{t['monitor']:>11.3f} {t['reference']:>13.3f} {r['monitor']:>13.4f} "
-            f"{r['reference']:>15.4f}"
+            f"{r['reference']:>15.4f} {r['none_again']:>24.4f}"
         )
-    print("\nOps one step adds (profiler), by number of parameter tensors")
+    if report["ops_per_step"]:
+        print("\nOps one step adds (profiler), by number of parameter tensors")
     for device, rows in report["ops_per_step"].items():
         for row in rows:
             mon, ref = row["monitor"], row["reference"]

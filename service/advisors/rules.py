@@ -393,7 +393,7 @@ def _offsets(source: str) -> list[int]:
     return starts
 
 
-def _span(source: str, node: ast.AST) -> tuple[int, int]:
+def _span(source: str, node: ast.expr) -> tuple[int, int]:
     """Character offsets of a node (ast columns are UTF-8 byte offsets)."""
     lines = source.splitlines(keepends=True)
     starts = _offsets(source)
@@ -402,12 +402,12 @@ def _span(source: str, node: ast.AST) -> tuple[int, int]:
         text = lines[line - 1].encode("utf-8")[:col].decode("utf-8", errors="ignore")
         return starts[line - 1] + len(text)
 
-    end_line = getattr(node, "end_lineno", None) or node.lineno  # type: ignore[attr-defined]
-    end_col = getattr(node, "end_col_offset", None) or node.col_offset  # type: ignore[attr-defined]
-    return char(node.lineno, node.col_offset), char(end_line, end_col)  # type: ignore[attr-defined]
+    end_line = node.end_lineno or node.lineno
+    end_col = node.end_col_offset if node.end_col_offset is not None else node.col_offset
+    return char(node.lineno, node.col_offset), char(end_line, end_col)
 
 
-def _replace(source: str, node: ast.AST, text: str) -> str:
+def _replace(source: str, node: ast.expr, text: str) -> str:
     start, end = _span(source, node)
     return source[:start] + text + source[end:]
 
@@ -559,7 +559,17 @@ def _diagnostics(ctx: AdvisorContext) -> Diagnostics:
 
 
 class RulesAdvisor:
-    """Offline, deterministic advisor (``name = "rules"``); see the module docstring."""
+    """Offline, deterministic advisor (``name = "rules"``); see the module docstring.
+
+    What it reads from the context: ``diagnostics`` (the full ``Diagnostics`` dump or its
+    ``compact_state``), ``source`` (read statically for normalisation, activations, widths and
+    bottlenecks), ``hyperparameters``, and ``history``: the run's jobs, each with the action
+    that created it and its architecture version. Tunes and redesigns are counted per
+    architecture version, so the policy works whether or not the history already holds the job
+    being assessed (with it, the "one tune before another redesign" rule takes effect one job
+    sooner). ``tune`` gives the recipe for a new network when ``ctx.assessment`` recommended
+    ``redesign``: pass that assessment when tuning right after a redesign.
+    """
 
     name = NAME
 
@@ -654,7 +664,9 @@ class RulesAdvisor:
             if facts.conv_widths
             else ""
         )
-        source = render(spec, title=spec.describe().capitalize(), why=f"{why} {kept}")
+        described = spec.describe()
+        title = described[0].upper() + described[1:]
+        source = render(spec, title=title, why=f"{why} {kept}")
         rationale = (
             f"{why} The new network is a {spec.describe()} for inputs of shape "
             f"{tuple(ctx.input_shape)} and {ctx.num_classes} classes: BatchNorm keeps every "

@@ -162,7 +162,7 @@ def call_name(node: ast.Call) -> str:
     return ""
 
 
-def call_arg(node: ast.Call, position: int, keyword: str) -> ast.AST | None:
+def call_arg(node: ast.Call, position: int, keyword: str) -> ast.expr | None:
     """An argument given by position or by keyword."""
     for kw in node.keywords:
         if kw.arg == keyword:
