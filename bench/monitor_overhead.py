@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import platform
 import statistics
@@ -84,7 +85,7 @@ def make_step(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if monitor is not None:
-            monitor.observe(need_total=False)
+            monitor.record()
         elif variant == "reference":
             reference_norms(model.parameters())  # "none" and "none_again" do nothing here
         optimizer.step()
@@ -176,7 +177,7 @@ def count_ops(device: torch.device, sizes: list[int]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "parameter_tensors": len(monitor.params),
-                "monitor": _count(device, partial(monitor.observe, need_total=False), FOLD_EVERY),
+                "monitor": _count(device, monitor.record, FOLD_EVERY),
                 "reference": _count(device, partial(reference_norms, params), 4),
             }
         )
@@ -191,12 +192,12 @@ def check_no_sync(device: torch.device) -> dict[str, Any]:
     loss = model(torch.randn(8, 3, 32, 32, device=device)).sum()
     loss.backward()
     monitor = GradientMonitor(model.named_parameters())
-    monitor.observe(need_total=False)
+    monitor.record()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(2 * FOLD_EVERY):  # steps and folds
-            monitor.observe(need_total=False)
+            monitor.record()
         result: dict[str, Any] = {"checked": True, "host_syncs_per_step": 0}
     except RuntimeError as e:
         result = {"checked": True, "host_syncs_per_step": "≥1", "error": str(e)[:200]}
@@ -319,7 +320,7 @@ def print_report(report: dict[str, Any]) -> None:
         print(
             f"{row['device']:8} {row['batch']:>5} {row['amp_bf16']!s:>5} {t['none']:>9.3f} "
             f"{t['monitor']:>11.3f} {t['reference']:>13.3f} {r['monitor']:>13.4f} "
-            f"{r['reference']:>15.4f} {r['none_again']:>24.4f}"
+            f"{r['reference']:>15.4f} {r.get('none_again', math.nan):>24.4f}"
         )
     if report["ops_per_step"]:
         print("\nOps one step adds (profiler), by number of parameter tensors")
@@ -327,9 +328,9 @@ def print_report(report: dict[str, Any]) -> None:
         for row in rows:
             mon, ref = row["monitor"], row["reference"]
             print(
-                f"{device:5} tensors {row['parameter_tensors']:>4}: monitor {mon['aten_ops']:>3} "
-                f"ops / {mon['kernel_launches']:>3} launches; reference {ref['aten_ops']:>5} ops "
-                f"/ {ref['kernel_launches']:>4} launches"
+                f"{device:5} tensors {row['parameter_tensors']:>4}: monitor "
+                f"{mon['aten_ops']:>5} ops / {mon['kernel_launches']:>5} launches per step; "
+                f"reference {ref['aten_ops']:>6} ops / {ref['kernel_launches']:>6} launches"
             )
     for device, check in report["sync_check"].items():
         print(f"\nhost syncs per observe() on {device}: {check}")

@@ -21,18 +21,6 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def sandbox_validator(settings: Settings) -> Any:
-    from service.sandbox import validate_model
-
-    def validate(source: str, shape: tuple[int, int, int], classes: int) -> Any:
-        return validate_model(
-            source, shape, classes,
-            timeout_s=settings.sandbox_timeout_s,
-            memory_mb=settings.sandbox_memory_mb,
-            max_parameters=settings.sandbox_max_parameters,
-        )
-
-    return validate
 
 
 @dataclass
@@ -55,15 +43,20 @@ def control_plane(settings: Settings, sessions: sessionmaker[Session], artifacts
     from service.controller.reconcile import Controller
     from service.executors.registry import make_executor
 
+    from service.sandbox import Sandbox, SandboxLimits
+
     executor = make_executor(settings)
-    with open_checkpointer(settings) as checkpointer:
+    # A spare sandbox process with torch imported already: a validation then takes well under
+    # a second instead of the seconds that importing torch costs.
+    sandbox = Sandbox(SandboxLimits.from_settings(settings), keep_warm=True)
+    with sandbox, open_checkpointer(settings) as checkpointer:
         deps = AgentDeps(
             settings=settings,
             sessions=sessions,
             executor=executor,
             artifacts=artifacts,
             advisor_for=advisor_factory(settings),
-            validate=sandbox_validator(settings),
+            validate=sandbox.validate,
         )
         graph = build_graph(deps, checkpointer)
         controller = Controller(settings, sessions, executor, graph)

@@ -9,6 +9,7 @@ checkpoint, else from the spec's resume checkpoint.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -28,6 +29,9 @@ from worker.signals import StopFlag
 from worker.training import EpochResult, Evaluation, Interrupted, Trainer
 
 log = logging.getLogger(__name__)
+
+#: An epoch longer than this also heartbeats between steps.
+MID_EPOCH_HEARTBEAT_S = 60.0
 
 
 def _norm_stats(stats: Stats | None) -> NormStats:
@@ -99,6 +103,8 @@ class Job:
         self.store = checkpoint.open_job_store(spec.artifact_prefix)
         self.summaries: list[dict[str, Any]] = []
         self.last_saved: tuple[int, int] | None = None
+        self.last_heartbeat = time.monotonic()
+        self.cancel_seen = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -261,7 +267,7 @@ class Job:
                 schedule_epoch,
                 start_step=step,
                 partial=partial,
-                should_stop=lambda: self.stop.requested,
+                should_stop=functools.partial(self._between_steps, epoch),
             )
             step, partial = 0, None
             if isinstance(result, Interrupted):
@@ -306,8 +312,22 @@ class Job:
         return exit_codes.SUCCESS
 
     def _heartbeat(self, epoch: int) -> bool:
+        self.last_heartbeat = time.monotonic()
         cancel = self.client.heartbeat(epoch) if self.client is not None else False
+        cancel = cancel or self.cancel_seen
         return distributed.from_main(self.ctx, cancel)
+
+    def _between_steps(self, epoch: int) -> bool:
+        """Checked between training steps: a stop request ends the epoch early; a long epoch
+        also heartbeats (so that the controller does not take it for dead), and a cancel it
+        hears of is acted on at the end of the epoch."""
+        if self.stop.requested:
+            return True
+        due = time.monotonic() - self.last_heartbeat > MID_EPOCH_HEARTBEAT_S
+        if due and self.client is not None:
+            self.last_heartbeat = time.monotonic()
+            self.cancel_seen = self.client.heartbeat(epoch) or self.cancel_seen
+        return False
 
     def _finish_cancelled(self, trainer: Trainer, next_epoch: int) -> int:
         log.warning("the API asked to cancel this job: stopped after a checkpoint")

@@ -8,7 +8,7 @@ batches of steps, and the host reads the accumulators once per epoch. The number
 step does not depend on how many parameter tensors the model has.
 
 The total is computed exactly as ``torch.nn.utils.clip_grad_norm_`` computes it (the L2 norm of
-the stacked per-tensor norms), so ``observe()`` can return the value clipping needs and
+the stacked per-tensor norms), so ``observe()`` returns the value clipping needs and
 ``clip_()`` applies the clip without computing the norms a second time.
 
 This module depends on torch alone (the benchmark runs it on machines without the service).
@@ -51,8 +51,9 @@ FOLD_EVERY = 32
 class GradientMonitor:
     """Per-tensor and total gradient L2 norms, accumulated on the parameters' device.
 
-    Call ``observe()`` after ``backward()`` (and after ``GradScaler.unscale_``) and before
-    clipping or ``optimizer.step()``. A step costs one op, ``torch._foreach_norm`` (a fused
+    Call ``record()`` (or ``observe()``, which also returns the total norm) after ``backward()``
+    (and after ``GradScaler.unscale_``) and before clipping or ``optimizer.step()``. A step
+    costs one op, ``torch._foreach_norm`` (a fused
     kernel over every gradient), whose per-tensor results wait in a list; every ``FOLD_EVERY``
     steps one ``torch.stack`` gathers them and a fixed handful of ops fold them into on-device
     accumulators (sum, max and min over finite steps, finite count, non-finite steps). On a
@@ -60,8 +61,8 @@ class GradientMonitor:
     showed as a 2-12 % slower step, folding in batches does not. ``read_epoch()`` reads the
     accumulators to the host (the epoch's one sync) and resets them.
 
-    ``observe(need_total=True)`` also returns the step's total norm as a 0-dim tensor, computed
-    as ``clip_grad_norm_`` computes it, for ``clip_()``.
+    ``observe()`` returns the step's total norm as a 0-dim tensor, as ``clip_grad_norm_``
+    computes it, for ``clip_()``.
     """
 
     def __init__(self, named_parameters: Iterable[tuple[str, nn.Parameter]]) -> None:
@@ -86,24 +87,25 @@ class GradientMonitor:
         # present ones is cached per pattern.
         self._index_cache: dict[tuple[bool, ...], Tensor] = {}
 
-    def observe(self, need_total: bool = True) -> Tensor | None:
-        """Record this step's gradient norms; return the total norm when ``need_total``."""
+    def record(self) -> list[Tensor]:
+        """Record this step's gradient norms (one op); returns the per-tensor norms."""
         grads = [p.grad for p in self.params if p.grad is not None]
         if not grads:
-            raise RuntimeError("observe() was called before backward(): no gradients")
+            raise RuntimeError("the monitor was called before backward(): no gradients")
         norms = list(torch._foreach_norm(grads, 2))
         pattern = None
         if len(grads) != self.width:
             pattern = tuple(p.grad is not None for p in self.params)
         self._pending.append((norms, pattern))
         self._steps += 1
-        total = None
-        if need_total:
-            # As clip_grad_norm_: the L2 norm of the stacked per-tensor norms.
-            total = torch.linalg.vector_norm(torch.stack(norms), 2)
         if len(self._pending) >= FOLD_EVERY:
             self._fold()
-        return total
+        return norms
+
+    def observe(self) -> Tensor:
+        """Record this step's norms and return the total norm (two more ops), computed as
+        ``clip_grad_norm_`` computes it: the L2 norm of the stacked per-tensor norms."""
+        return torch.linalg.vector_norm(torch.stack(self.record()), 2)
 
     def _index(self, pattern: tuple[bool, ...]) -> Tensor:
         index = self._index_cache.get(pattern)

@@ -165,10 +165,11 @@ class Trainer:
                 self.scaler.unscale_(self.optimizer)
             else:
                 loss.backward()
-            clip = self.hp.gradient_clip
-            total = self.monitor.observe(need_total=clip > 0)  # before clipping
-            if total is not None:
-                self.monitor.clip_(total, clip)
+            # The monitor sees the gradients before clipping; clipping reuses its total.
+            if self.hp.gradient_clip > 0:
+                self.monitor.clip_(self.monitor.observe(), self.hp.gradient_clip)
+            else:
+                self.monitor.record()
             lr = self.schedule.lr_at(schedule_epoch + step / steps)
             set_lr(self.optimizer, lr)
             if self.scaler is not None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 16:21:06.076591
+Create Date: 2026-11-27 16:54:59.366802
 """
 from __future__ import annotations
 
@@ -151,8 +151,8 @@ def upgrade() -> None:
     sa.Column('val_accuracy', sa.Float(), nullable=False),
     sa.Column('learning_rate', sa.Float(), nullable=False),
     sa.Column('grad_total', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('grad_layers', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
-    sa.Column('weight_norms', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=False),
+    sa.Column('grad_layers', sa.JSON(), nullable=False),
+    sa.Column('weight_norms', sa.JSON(), nullable=False),
     sa.Column('nonfinite_steps', sa.Integer(), nullable=False),
     sa.Column('steps', sa.Integer(), nullable=False),
     sa.Column('seconds', sa.Float(), nullable=False),

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service import auth
-from service.advisors._protocol import Advisor, AdvisorContext, HistoryEntry, Usage
+from service.advisors._protocol import Advisor, AdvisorContext, Assessment, HistoryEntry, Usage
 from service.agent.deps import AgentDeps
 from service.agent.routers import budget_verdict, improved, needs_approval
 from service.agent.state import AgentState, JobOutcome
@@ -88,6 +88,7 @@ class AgentNodes:
             epochs_left=epochs_left,
             jobs_left=budget["max_jobs"] - state.get("jobs_done", 0),
             architecture_version=version,
+            assessment=Assessment.model_validate(state["assessment"]) if state.get("assessment") else None,
             **extra,
         )
 
@@ -143,7 +144,7 @@ class AgentNodes:
             select(Decision).where(Decision.run_id == run.id, Decision.sequence == seq)
         ).scalar_one_or_none()
         if existing is None:
-            usage = usage or Usage()
+            usage = (usage or Usage()).add(Usage(**state.get("pending_usage") or {}))
             session.add(
                 Decision(
                     run_id=run.id,
@@ -318,22 +319,30 @@ class AgentNodes:
 
     def assess(self, state: AgentState) -> dict[str, Any]:
         """Diagnose the finished segment, apply the budget guards, ask the advisor."""
-        from service.agent.diagnostics import compute_diagnostics
+        from service.agent.diagnostics import compact_state, compute_diagnostics
 
         outcome = state.get("outcome") or {}
         with self._session() as session:
             run = self._run(session, state["run_id"])
+            job_id = outcome.get("job_id")
             rows = session.execute(
                 select(EpochSummary)
-                .where(EpochSummary.job_id == outcome.get("job_id"))
-                .order_by(EpochSummary.epoch)
+                .where(EpochSummary.run_id == run.id, EpochSummary.epoch < state["epoch_start"] + state["epochs"])
+                .order_by(EpochSummary.epoch.desc())
+                .limit(state["epochs"] + 30)
             ).scalars()
-            summaries = [
-                EpochSummaryIn.model_validate({c: getattr(r, c) for c in EpochSummaryIn.model_fields})
-                for r in rows
-            ]
+            summaries: list[EpochSummaryIn] = []
+            earlier: list[EpochSummaryIn] = []
+            for r in reversed(list(rows)):
+                s = EpochSummaryIn.model_validate({c: getattr(r, c) for c in EpochSummaryIn.model_fields})
+                (summaries if r.job_id == job_id else earlier).append(s)
             _, classes = DatasetSpec.model_validate(run.dataset).shape()
-            diagnostics = compute_diagnostics(summaries, classes).model_dump(mode="json")
+            diagnostics = compact_state(
+                compute_diagnostics(
+                    summaries, classes, earlier=earlier, hyperparameters=state["hyperparameters"],
+                    target_accuracy=run.budget.get("target_accuracy"),
+                )
+            )
             job_best = outcome.get("best_val_accuracy")
             previous = state.get("best_val_accuracy")
             stale = 0 if improved(previous, job_best) else state.get("stale_assessments", 0) + 1
@@ -358,7 +367,7 @@ class AgentNodes:
             assessment, usage = self._advisor(run).assess(ctx)
             update["assessment"] = assessment.model_dump(mode="json")
             update["recommendation"] = assessment.recommendation
-            update["assessment_usage"] = usage.__dict__
+            update["pending_usage"] = Usage(**state.get("pending_usage") or {}).add(usage).__dict__
             if assessment.recommendation == "finish":
                 update["finish_reason"] = assessment.explanation or "the advisor judged the run done"
             return update
@@ -370,13 +379,11 @@ class AgentNodes:
             run = self._run(session, state["run_id"])
             job = session.get(Job, outcome.get("job_id"))
             rationale = (state.get("assessment") or {}).get("explanation") or "training is healthy"
-            seq = self._record(
-                session, state, "continue", rationale,
-                usage=Usage(**state.get("assessment_usage", {})),  # type: ignore[typeddict-item]
-            )
+            seq = self._record(session, state, "continue", rationale)
             prev_epochs = state["epochs"]
             return {
                 "decisions": seq,
+                "pending_usage": {},
                 "generation": state["generation"] + 1,
                 "attempt": 1,
                 "resume_checkpoint": job.checkpoint_uri if job else None,
@@ -417,7 +424,9 @@ class AgentNodes:
             if written is None:
                 return {"finish_reason": "no proposed architecture passed the sandbox; the run stops"}
             source, rationale, parameters, usage, author = written
-            ctx_new = self._context(session, run, state, source=source)
+            ctx_new = self._context(
+                session, run, state, source=source, architecture_version=self._next_version(session, run.id)
+            )
             hp_proposal, hp_usage = self._advisor(run).tune(ctx_new)
             new_hp, applied = clamp_changes(
                 Hyperparameters.model_validate(state["hyperparameters"]), hp_proposal.changes
@@ -521,6 +530,7 @@ class AgentNodes:
                 resume, weights_only = job.checkpoint_uri, False
             return {
                 "decisions": seq,
+                "pending_usage": {},
                 "retries": retries,
                 "attempt": state["attempt"] + 1,
                 "resume_checkpoint": resume,
@@ -555,7 +565,13 @@ class AgentNodes:
                 return {"proposal": proposal, **self._apply(session, run, st)}
             rejections = state.get("rejections", 0) + 1
             proposal["approved"] = False
-            update: dict[str, Any] = {"proposal": proposal, "feedback": answer.get("feedback") or "rejected without feedback", "rejections": rejections}
+            spent = Usage(**state.get("pending_usage") or {}).add(Usage(**proposal.get("usage") or {}))
+            update: dict[str, Any] = {
+                "proposal": proposal,
+                "feedback": answer.get("feedback") or "rejected without feedback",
+                "rejections": rejections,
+                "pending_usage": spent.__dict__,
+            }
             if rejections >= MAX_REJECTIONS:
                 update["finish_reason"] = f"the user rejected {rejections} proposals"
             return update
@@ -573,7 +589,7 @@ class AgentNodes:
             if not session.execute(
                 select(func.count(Decision.id)).where(Decision.run_id == run.id, Decision.action == "finish")
             ).scalar_one():
-                seq = self._record(session, state, "finish", reason, usage=Usage(**state.get("assessment_usage", {})))  # type: ignore[typeddict-item]
+                seq = self._record(session, state, "finish", reason)
             session.flush()
             succeeded = session.execute(
                 select(Job).where(Job.run_id == run.id, Job.status == "succeeded").order_by(Job.generation.desc())
@@ -599,7 +615,7 @@ class AgentNodes:
             run.report_uri = self.deps.artifacts.put(
                 f"runs/{run.id}/report.md", markdown.encode(), "text/markdown"
             )
-            return {"decisions": seq}
+            return {"decisions": seq, "pending_usage": {}}
 
     # ------------------------------------------------------------------ proposal plumbing
 
@@ -653,6 +669,7 @@ class AgentNodes:
         seq = self._record(session, state, "continue", rationale)
         return {
             "decisions": seq,
+            "pending_usage": {},
             "generation": state["generation"] + 1,
             "attempt": 1,
             "resume_checkpoint": job.checkpoint_uri if job else None,
@@ -696,4 +713,5 @@ class AgentNodes:
             session, state, action, proposal.get("rationale", ""), changes=proposal.get("changes", {}),
             usage=usage, architecture_version=architecture_version,
         )
+        update["pending_usage"] = {}
         return update

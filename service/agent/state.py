@@ -41,7 +41,7 @@ class AgentState(TypedDict, total=False):
     diagnostics: dict[str, Any]
     assessment: dict[str, Any]
     recommendation: str  # continue | tune | redesign | finish
-    assessment_usage: dict[str, Any]  # tokens and latency of the assessment call
+    pending_usage: dict[str, Any]  # advisor usage not yet recorded with a decision
     finish_reason: str
     # Counters for the budget guards
     jobs_done: int

@@ -26,6 +26,7 @@ from service.agent.graph import thread_config
 from service.agent.state import JobOutcome
 from service.controller import leases
 from service.db.models import EpochSummary, Job, Run, utcnow
+from service.errors import GradpilotError
 from service.executors import Executor
 from service.jobs import best_val_accuracy
 from service.settings import Settings
@@ -62,7 +63,7 @@ class Controller:
         self.executor = executor
         self.graph = graph
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self.lease_ttl_s = max(120.0, 10 * settings.controller_interval_s)
+        self.lease_ttl_s = max(30.0, 10 * settings.controller_interval_s)
         self._last_sweep = 0.0
         #: job id -> when the executor was first seen reporting it ended without the worker
         self._ended_seen: dict[str, float] = {}
@@ -95,14 +96,13 @@ class Controller:
                 if not leases.claim(session, [run_id], self.owner, self.lease_ttl_s):
                     continue
             try:
-                if self.advance(run_id):
-                    stats.runs_advanced += 1
+                with leases.kept(self.sessions, run_id, self.owner, self.lease_ttl_s):
+                    if self.advance(run_id):
+                        stats.runs_advanced += 1
             except Exception as e:  # noqa: BLE001 - one broken run must not stop the others
-                stats.errors.append(f"run {run_id}: agent error: {e}")
-                self._fail_run(run_id, f"agent error: {type(e).__name__}: {e}", traceback.format_exc())
-            finally:
-                with self.sessions() as session:
-                    leases.release(session, run_id, self.owner)
+                message = e.message if isinstance(e, GradpilotError) else f"{type(e).__name__}: {e}"
+                stats.errors.append(f"run {run_id}: {message}")
+                self._fail_run(run_id, message, traceback.format_exc())
         stats.seconds = time.monotonic() - t0
         return stats
 
@@ -271,9 +271,10 @@ class Controller:
                 self.graph.invoke(Command(resume=answer), config, durability="sync")
                 return True
             return False
-        if snapshot.next:
-            # The control plane stopped mid-step: carry on from the last checkpoint.
-            log.info("run %s: resuming after a restart at %s", run_id, snapshot.next)
+        if snapshot.next or snapshot.tasks:
+            # The control plane stopped mid-step (a resumed node may hold its resume value as
+            # a pending write): carry on from the last checkpoint.
+            log.info("run %s: resuming after a restart at %s", run_id, [t.name for t in snapshot.tasks])
             self.graph.invoke(None, config, durability="sync")
             return True
         return False

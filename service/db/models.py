@@ -159,8 +159,10 @@ class EpochSummary(Base):
     val_accuracy: Mapped[float] = mapped_column(Float)
     learning_rate: Mapped[float] = mapped_column(Float)
     grad_total: Mapped[dict[str, Any]]
-    grad_layers: Mapped[dict[str, Any]]
-    weight_norms: Mapped[dict[str, Any]]
+    # json, not jsonb: jsonb reorders keys, and the tensors' order is the model's layer order,
+    # which the diagnostics need to tell the first layer from the last.
+    grad_layers: Mapped[dict[str, Any]] = mapped_column(JSON)
+    weight_norms: Mapped[dict[str, Any]] = mapped_column(JSON)
     nonfinite_steps: Mapped[int] = mapped_column(Integer, default=0)
     steps: Mapped[int] = mapped_column(Integer, default=0)
     seconds: Mapped[float] = mapped_column(Float)

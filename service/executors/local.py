@@ -9,6 +9,10 @@ The worker's environment is the submission's plus a few harmless variables of th
 (``PATH``, ``HOME``, locale, GPU selection…): never this process's AWS credentials or gradpilot
 secrets, only what the submission itself passes.
 
+Submitting is idempotent by job name (which carries run, generation and attempt): the same name
+returns the same external id, also after that job ended, so a retried submit never runs an
+attempt twice.
+
 Jobs are tracked in memory: a control plane that restarts gets ``unknown`` for the ids of the
 previous one's jobs (the workers' own reports to the API still say how they ended).
 """

@@ -29,7 +29,7 @@ from service.agent.graph import build_graph
 from service.controller.reconcile import Controller
 from service.db.models import Decision, Job, Run
 from service.executors import ExecutorStatus, JobSubmission
-from service.server import sandbox_validator
+from service.sandbox import Sandbox, SandboxLimits
 from service.settings import Settings
 from tests.advisors.test_llm import (
     ASSESSMENT,
@@ -181,14 +181,14 @@ def harness(client: TestClient, migrated: Settings) -> Iterator[Harness]:
         },
     )
     assert created.status_code in (200, 201), created.text
-    with open_checkpointer(settings) as checkpointer:
+    with Sandbox(SandboxLimits.from_settings(settings)) as sandbox, open_checkpointer(settings) as checkpointer:
         deps = AgentDeps(
             settings=settings,
             sessions=state.sessions,
             executor=executor,  # type: ignore[arg-type]
             artifacts=state.artifacts,
             advisor_for=lambda spec: advisor if spec == SPEC else rules,
-            validate=sandbox_validator(settings),
+            validate=sandbox.validate,
         )
         controller = Controller(settings, state.sessions, executor, build_graph(deps, checkpointer))  # type: ignore[arg-type]
         yield Harness(client, controller, executor, bedrock, state.sessions, created.json()["id"])
@@ -230,14 +230,6 @@ def design(source: str, why: str) -> dict[str, Any]:
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="service/agent/nodes.py loses tokens from the run's total: the assessment that leads "
-    "to a tune or redesign is recorded with neither decision, and the writer/fixer/tune calls of "
-    "a rejected proposal with none (the final assertion: 15,600 of 26,700 input tokens). Remove "
-    "this mark when the accounting is fixed.",
-)
 def test_an_approval_gated_llm_run_from_flawed_to_target(harness: Harness) -> None:
     h = harness
     bedrock = Tally(harness.bedrock)

@@ -51,7 +51,7 @@ def test_max_train_samples_subsets_before_the_validation_split() -> None:
 
 
 def _npz(path: Path, **arrays: np.ndarray) -> str:
-    np.savez(path, **arrays)
+    np.savez(path, **arrays)  # type: ignore[arg-type]
     return str(path)
 
 
