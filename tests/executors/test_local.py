@@ -20,14 +20,18 @@ from service.executors.local import LocalExecutor
 from service.settings import Settings
 
 FAKE_PYTHON = """#!/bin/sh
+if [ -n "$GP_TEST_IGNORE_TERM" ]; then
+  trap '' TERM
+else
+  trap 'echo got-term; exit 5' TERM
+fi
 echo "argv: $*"
 echo "aws: ${AWS_SECRET_ACCESS_KEY:-none} ${AWS_ACCESS_KEY_ID:-none}"
 echo "job: ${GRADPILOT_JOB_ID:-none} secret: ${GRADPILOT_API_TOKENS:-none}"
+echo ready
 if [ -n "$GP_TEST_IGNORE_TERM" ]; then
-  trap '' TERM
   while true; do sleep 0.05 2>/dev/null; done
 fi
-trap 'echo got-term; exit 5' TERM
 sleep "${GP_TEST_SLEEP:-0}" &
 wait $!
 exit "${GP_TEST_EXIT:-0}"
@@ -69,6 +73,15 @@ def _wait_state(ex: LocalExecutor, external_id: str, states: set[str], timeout: 
             return state
         time.sleep(0.05)
     raise AssertionError(f"{external_id} stayed {state}")
+
+
+def _wait_ready(ex: LocalExecutor, external_id: str, timeout: float = 20) -> None:
+    """Until the stand-in worker has installed its SIGTERM trap (it then prints "ready")."""
+    _wait_state(ex, external_id, {"running"})
+    deadline = time.monotonic() + timeout
+    while "ready" not in Path(ex.log_location(external_id) or "").read_text():
+        assert time.monotonic() < deadline, "the stand-in worker never got ready"
+        time.sleep(0.02)
 
 
 def test_is_an_executor(executor: LocalExecutor) -> None:
@@ -119,6 +132,7 @@ def test_queue_beyond_the_parallel_limit(executor: LocalExecutor) -> None:
     assert sorted(states.values()) == ["running", "running", "submitted"]
     queued = next(i for i, s in states.items() if s == "submitted")
     first = next(i for i, s in states.items() if s == "running")
+    _wait_ready(executor, first)
     executor.cancel(first, "make room")
     assert _wait_state(executor, first, {"cancelled"}) == "cancelled"
     _wait_state(executor, queued, {"running"})
@@ -137,8 +151,7 @@ def test_cancel_a_queued_job(executor: LocalExecutor) -> None:
 
 def test_cancel_escalates_to_sigkill(executor: LocalExecutor) -> None:
     external_id = executor.submit(_job(0, GP_TEST_IGNORE_TERM="1"))
-    _wait_state(executor, external_id, {"running"})
-    time.sleep(0.2)  # let the script install its trap
+    _wait_ready(executor, external_id)
     executor.cancel(external_id, "stop")
     _wait_state(executor, external_id, {"cancelled"}, timeout=10)
     assert executor.status([external_id])[external_id].exit_code == 137
