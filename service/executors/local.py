@@ -159,7 +159,12 @@ class LocalExecutor:
         with self._lock:
             job = self._jobs.get(external_id)
             if job is None:
-                log.info("cancel of unknown job %s ignored", external_id)
+                pid = self._orphan_pid(external_id)
+                if pid is not None:  # an adopted worker: it checkpoints on SIGTERM and exits
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(pid, signal.SIGTERM)
+                else:
+                    log.info("cancel of unknown job %s ignored", external_id)
                 return
             if job.terminal:
                 return
@@ -254,6 +259,8 @@ class LocalExecutor:
             return
         job.state = "running"
         job.started_at = time.time()
+        # Written so that a restarted control plane can adopt a worker that outlived it.
+        (workdir / "pid").write_text(str(job.process.pid))
         log.info("started %s (pid %d), log %s", job.external_id, job.process.pid, job.log_path)
 
     def _reap(self, job: _Job, code: int) -> None:
@@ -293,13 +300,32 @@ class LocalExecutor:
                 log.warning("%s ignored SIGTERM for %.0fs: SIGKILL", job.external_id, self.grace_s)
                 self._signal(job, signal.SIGKILL)
 
+    def _orphan_pid(self, external_id: str) -> int | None:
+        """The pid of a worker started by an earlier control plane on this machine, if it is
+        still alive (its command line is checked, so a reused pid does not count)."""
+        try:
+            pid = int((self.settings.home / "work" / external_id / "pid").read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if b"-m\x00worker" in cmdline else None
+
     def _status(self, external_id: str) -> ExecutorStatus:
         job = self._jobs.get(external_id)
         if job is None:
+            pid = self._orphan_pid(external_id)
+            if pid is not None:
+                return ExecutorStatus(
+                    external_id=external_id,
+                    state="running",
+                    reason="adopted: started by an earlier control plane, still running",
+                    extra={"pid": str(pid)},
+                )
             return ExecutorStatus(
                 external_id=external_id,
                 state="unknown",
-                reason="not known to this executor (started by an earlier control plane?)",
+                reason="not known to this executor (started by an earlier control plane "
+                "that has stopped, and no longer running)",
             )
         extra = {"name": job.submission.name}
         if job.process is not None:

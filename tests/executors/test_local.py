@@ -193,3 +193,33 @@ def test_close_stops_running_workers(tmp_path: Path, executor: LocalExecutor) ->
     assert executor.status([external_id])[external_id].state == "cancelled"
     with pytest.raises(Exception, match="closed"):
         executor.submit(_job(1))
+
+
+def test_a_restarted_executor_adopts_a_live_worker(tmp_path: Path) -> None:
+    """A control plane that restarts sees the previous one's still-running worker as running
+    (not lost), and as unknown once it has exited."""
+    import subprocess
+    import sys
+
+    settings = Settings(home=tmp_path / "home")
+    work = settings.home / "work" / "local-gp-x-g0-a1-abc"
+    work.mkdir(parents=True)
+    # A stand-in with the worker's command line that just sleeps.
+    fake = tmp_path / "worker"
+    fake.mkdir()
+    (fake / "__main__.py").write_text("import time\ntime.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=tmp_path, start_new_session=True)
+    try:
+        (work / "pid").write_text(str(proc.pid))
+        executor = LocalExecutor(settings)
+        try:
+            assert executor.status(["local-gp-x-g0-a1-abc"])["local-gp-x-g0-a1-abc"].state == "running"
+            executor.cancel("local-gp-x-g0-a1-abc", "test")
+            proc.wait(timeout=10)
+            st = executor.status(["local-gp-x-g0-a1-abc"])["local-gp-x-g0-a1-abc"]
+            assert st.state == "unknown" and "no longer running" in (st.reason or "")
+        finally:
+            executor.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
