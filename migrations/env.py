@@ -15,6 +15,7 @@ from service.db.models import Base
 config = context.config
 target_metadata = Base.metadata
 
+
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
@@ -28,8 +29,11 @@ def _url() -> str:
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=_url(), target_metadata=target_metadata, literal_binds=True,
-        include_name=include_name, render_as_batch=True,
+        url=_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        include_name=include_name,
+        render_as_batch=True,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -62,7 +62,9 @@ def configured_user_digests(settings: Settings) -> frozenset[str]:
 def mint_job_token(session: Session, job_id: str) -> str:
     """Create a token for one job's worker; the caller commits."""
     token = new_token()
-    session.add(ApiToken(token_sha256=digest(token), kind="job", job_id=job_id, name=f"job {job_id}"))
+    session.add(
+        ApiToken(token_sha256=digest(token), kind="job", job_id=job_id, name=f"job {job_id}")
+    )
     return token
 
 

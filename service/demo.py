@@ -43,7 +43,9 @@ def embedded_server(settings: Settings) -> Iterator[str]:
     upgrade(settings.resolved_database_url)
     state = build_state(settings)
     app = create_app(settings, state=state)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, name="api", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -65,7 +67,12 @@ def demo_body(model_source: str) -> dict[str, Any]:
         "name": "demo: deep sigmoid CNN on digits",
         "model_source": model_source,
         "dataset": {"name": "digits"},
-        "hyperparameters": {"optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.0, "batch_size": 64},
+        "hyperparameters": {
+            "optimizer": "sgd",
+            "learning_rate": 0.1,
+            "momentum": 0.0,
+            "batch_size": 64,
+        },
         "budget": {"epochs_per_job": 6, "max_jobs": 6, "target_accuracy": 0.97, "patience": 3},
         "advisor": "rules",
         "approval": "auto",
@@ -84,14 +91,21 @@ def run_demo(*, as_json: bool = False, settings: Settings | None = None) -> dict
     source = (EXAMPLES / "flawed_digits.py").read_text()
     t0 = time.monotonic()
     with embedded_server(settings) as url:
-        client = ApiClient(url, (settings.api_tokens[0].get_secret_value() if settings.api_tokens else None))
+        client = ApiClient(
+            url, (settings.api_tokens[0].get_secret_value() if settings.api_tokens else None)
+        )
         if not client.token:
             client = ApiClient(url, settings.token_file.read_text().strip())
         run = client.post("/v1/runs", demo_body(source))
-        console.print(f"[bold]gradpilot demo[/]: run {run['id']} — a deep sigmoid CNN on digits, SGD lr 0.1")
+        console.print(
+            f"[bold]gradpilot demo[/]: run {run['id']} — a deep sigmoid CNN on digits, SGD lr 0.1"
+        )
         run = wait_for_run(client, run["id"], quiet=False)
         jobs = client.get(f"/v1/runs/{run['id']}/jobs")["data"]
-    final = next((j["best_val_accuracy"] for j in reversed(jobs) if j["status"] == "succeeded"), None)
+    dashboard = settings.model_copy(update={"public_url": None, "port": 8765}).resolved_public_url
+    final = next(
+        (j["best_val_accuracy"] for j in reversed(jobs) if j["status"] == "succeeded"), None
+    )
     result = {
         "run_id": run["id"],
         "status": run["status"],
@@ -106,7 +120,7 @@ def run_demo(*, as_json: bool = False, settings: Settings | None = None) -> dict
         "jobs": len(jobs),
         "seconds": round(time.monotonic() - t0, 1),
         "report": run.get("report_uri"),
-        "dashboard": f"run `gradpilot serve --embedded` and open {settings.model_copy(update={'public_url': None, 'port': 8765}).resolved_public_url}/ui/runs/{run['id']}",
+        "dashboard": f"run `gradpilot serve --embedded` and open {dashboard}/ui/runs/{run['id']}",
     }
     if as_json:
         print(json.dumps(result, indent=2))
@@ -114,7 +128,8 @@ def run_demo(*, as_json: bool = False, settings: Settings | None = None) -> dict
     console.print(decisions_table(run["decisions"]))
     console.print(
         f"validation accuracy: baseline [bold]{pct(result['baseline_val_accuracy'])}[/] → final "
-        f"[bold green]{pct(final)}[/] (test {pct(result['final_test_accuracy'])}) in {result['seconds']} s, "
+        f"[bold green]{pct(final)}[/] (test {pct(result['final_test_accuracy'])}) "
+        f"in {result['seconds']} s, "
         f"{len(jobs)} jobs"
     )
     console.print(f"report: {result['report']}")

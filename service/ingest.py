@@ -25,7 +25,9 @@ from service.schemas.summaries import EpochSummaryIn
 log = logging.getLogger(__name__)
 
 
-def summary_rows(job_id: str, bounds: JobBounds, summaries: list[EpochSummaryIn]) -> list[dict[str, Any]]:
+def summary_rows(
+    job_id: str, bounds: JobBounds, summaries: list[EpochSummaryIn]
+) -> list[dict[str, Any]]:
     """Rows for a batch after checking every epoch lies in the job's segment.
 
     A batch that repeats an epoch keeps its first copy. An epoch outside the segment refuses
@@ -108,8 +110,10 @@ class SummaryWriter:
                 inserted = await asyncio.to_thread(self._flush, batch)
             except Exception as e:  # noqa: BLE001 - every waiting request gets the error
                 log.error("storing %d summaries failed: %s", size, e)
-                error = e if isinstance(e, GradpilotError) else GradpilotError(
-                    "the database did not take the summaries; retry shortly"
+                error = (
+                    e
+                    if isinstance(e, GradpilotError)
+                    else GradpilotError("the database did not take the summaries; retry shortly")
                 )
                 for p in batch:
                     if not p.future.done():

@@ -127,7 +127,9 @@ def list_jobs(session: Session, run_id: str) -> list[Job]:
     )
 
 
-def metrics(session: Session, run_id: str, since_epoch: int | None = None) -> list[EpochSummaryPublic]:
+def metrics(
+    session: Session, run_id: str, since_epoch: int | None = None
+) -> list[EpochSummaryPublic]:
     """The run's epoch summaries in epoch order; for a retried generation, the latest attempt's."""
     stmt = (
         select(EpochSummary, Job.generation, Job.attempt)

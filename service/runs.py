@@ -68,8 +68,13 @@ def create_run(session: Session, body: RunCreate, default_advisor: str) -> Run:
     session.flush()
     session.add(
         Architecture(
-            run_id=run.id, version=0, parent_version=None, source=body.model_source,
-            sha256=sha256(body.model_source), rationale="The model as submitted.", author="user",
+            run_id=run.id,
+            version=0,
+            parent_version=None,
+            source=body.model_source,
+            sha256=sha256(body.model_source),
+            rationale="The model as submitted.",
+            author="user",
         )
     )
     session.flush()
@@ -92,7 +97,9 @@ def _job_counts(session: Session, run_ids: list[str]) -> dict[str, tuple[int, in
         return {}
     jobs = dict(
         session.execute(
-            select(Job.run_id, func.count(Job.id)).where(Job.run_id.in_(run_ids)).group_by(Job.run_id)
+            select(Job.run_id, func.count(Job.id))
+            .where(Job.run_id.in_(run_ids))
+            .group_by(Job.run_id)
         ).all()
     )
     epochs = dict(
@@ -123,13 +130,17 @@ def _summary(run: Run, counts: tuple[int, int]) -> dict[str, Any]:
     }
 
 
-def list_runs(session: Session, *, status: str | None, limit: int, offset: int) -> tuple[list[RunSummary], int]:
+def list_runs(
+    session: Session, *, status: str | None, limit: int, offset: int
+) -> tuple[list[RunSummary], int]:
     stmt = select(Run)
     count_stmt = select(func.count(Run.id))
     if status:
         stmt = stmt.where(Run.status == status)
         count_stmt = count_stmt.where(Run.status == status)
-    runs = list(session.execute(stmt.order_by(Run.created_at.desc()).limit(limit).offset(offset)).scalars())
+    runs = list(
+        session.execute(stmt.order_by(Run.created_at.desc()).limit(limit).offset(offset)).scalars()
+    )
     counts = _job_counts(session, [r.id for r in runs])
     data = [RunSummary.model_validate(_summary(r, counts.get(r.id, (0, 0)))) for r in runs]
     return data, int(session.execute(count_stmt).scalar_one())
@@ -137,13 +148,18 @@ def list_runs(session: Session, *, status: str | None, limit: int, offset: int) 
 
 def latest_job(session: Session, run_id: str) -> Job | None:
     return session.execute(
-        select(Job).where(Job.run_id == run_id).order_by(Job.generation.desc(), Job.attempt.desc()).limit(1)
+        select(Job)
+        .where(Job.run_id == run_id)
+        .order_by(Job.generation.desc(), Job.attempt.desc())
+        .limit(1)
     ).scalar_one_or_none()
 
 
 def current_architecture_version(session: Session, run_id: str) -> int:
     return int(
-        session.execute(select(func.max(Architecture.version)).where(Architecture.run_id == run_id)).scalar_one()
+        session.execute(
+            select(func.max(Architecture.version)).where(Architecture.run_id == run_id)
+        ).scalar_one()
         or 0
     )
 
@@ -194,7 +210,9 @@ def answer_approval(session: Session, run: Run, *, approved: bool, feedback: str
 
 
 def decisions(session: Session, run_id: str) -> list[DecisionPublic]:
-    rows = session.execute(select(Decision).where(Decision.run_id == run_id).order_by(Decision.sequence)).scalars()
+    rows = session.execute(
+        select(Decision).where(Decision.run_id == run_id).order_by(Decision.sequence)
+    ).scalars()
     return [DecisionPublic.model_validate(d) for d in rows]
 
 
@@ -216,18 +234,24 @@ def get_architecture(session: Session, run_id: str, version: int) -> Architectur
 
 def unified_diff(a: str, b: str, a_name: str, b_name: str) -> str:
     return "".join(
-        difflib.unified_diff(a.splitlines(keepends=True), b.splitlines(keepends=True), a_name, b_name)
+        difflib.unified_diff(
+            a.splitlines(keepends=True), b.splitlines(keepends=True), a_name, b_name
+        )
     )
 
 
-def architecture_diff(session: Session, run_id: str, a: int | None, b: int | None) -> ArchitectureDiff:
+def architecture_diff(
+    session: Session, run_id: str, a: int | None, b: int | None
+) -> ArchitectureDiff:
     latest = current_architecture_version(session, run_id)
     to_v = latest if b is None else b
     from_v = (to_v - 1 if to_v > 0 else 0) if a is None else a
     new = get_architecture(session, run_id, to_v)
     old = get_architecture(session, run_id, from_v)
     return ArchitectureDiff(
-        run_id=run_id, from_version=from_v, to_version=to_v,
+        run_id=run_id,
+        from_version=from_v,
+        to_version=to_v,
         diff=unified_diff(old.source, new.source, f"v{from_v}/model.py", f"v{to_v}/model.py"),
         rationale=new.rationale,
     )

@@ -21,8 +21,6 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-
-
 @dataclass
 class ControlPlane:
     """The controller, its executor and the agent graph, running in a background thread."""
@@ -34,7 +32,9 @@ class ControlPlane:
 
 
 @contextlib.contextmanager
-def control_plane(settings: Settings, sessions: sessionmaker[Session], artifacts: Any) -> Iterator[ControlPlane]:
+def control_plane(
+    settings: Settings, sessions: sessionmaker[Session], artifacts: Any
+) -> Iterator[ControlPlane]:
     """Start the controller loop in a thread; stop it (and the executor) on exit."""
     from service.advisors.registry import advisor_factory
     from service.agent.checkpointer import open_checkpointer
@@ -42,7 +42,6 @@ def control_plane(settings: Settings, sessions: sessionmaker[Session], artifacts
     from service.agent.graph import build_graph
     from service.controller.reconcile import Controller
     from service.executors.registry import make_executor
-
     from service.sandbox import Sandbox, SandboxLimits
 
     executor = make_executor(settings)
@@ -61,7 +60,9 @@ def control_plane(settings: Settings, sessions: sessionmaker[Session], artifacts
         graph = build_graph(deps, checkpointer)
         controller = Controller(settings, sessions, executor, graph)
         stop = threading.Event()
-        thread = threading.Thread(target=controller.run_forever, args=(stop,), name="controller", daemon=True)
+        thread = threading.Thread(
+            target=controller.run_forever, args=(stop,), name="controller", daemon=True
+        )
         thread.start()
         try:
             yield ControlPlane(controller, executor, thread, stop)
@@ -93,9 +94,15 @@ def serve(host: str | None = None, port: int | None = None, embedded: bool = Fal
     with contextlib.ExitStack() as stack:
         if embedded:
             stack.enter_context(control_plane(settings, state.sessions, state.artifacts))
-            log.info("embedded control plane: %s executor, advisor %s", settings.executor, settings.advisor)
+            log.info(
+                "embedded control plane: %s executor, advisor %s",
+                settings.executor,
+                settings.advisor,
+            )
         if settings.token_file.exists() and not settings.api_tokens:
-            log.info("API token in %s (the CLI on this machine finds it by itself)", settings.token_file)
+            log.info(
+                "API token in %s (the CLI on this machine finds it by itself)", settings.token_file
+            )
         log.info("gradpilot API on %s (docs %s/docs, dashboard %s/ui)", url, url, url)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
 
@@ -112,7 +119,11 @@ def run_controller() -> None:
     settings.ensure_home()
     engine = make_engine(settings.resolved_database_url)
     sessions = make_sessionmaker(engine)
-    artifacts = open_store(settings.resolved_artifact_url, endpoint_url=settings.aws_endpoint_url, region=settings.aws_region)
+    artifacts = open_store(
+        settings.resolved_artifact_url,
+        endpoint_url=settings.aws_endpoint_url,
+        region=settings.aws_region,
+    )
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())

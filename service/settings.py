@@ -76,8 +76,10 @@ class Settings(BaseSettings):
     controller_interval_s: float = Field(1.0, gt=0)
     job_heartbeat_timeout_s: int = Field(600, ge=10)
     job_report_grace_s: float = Field(
-        60.0, ge=0, description="How long to wait for a worker's own report after the executor "
-        "says its job succeeded (the report may still be on its way or spooled)."
+        60.0,
+        ge=0,
+        description="How long to wait for a worker's own report after the executor "
+        "says its job succeeded (the report may still be on its way or spooled).",
     )
 
     # Sandbox limits

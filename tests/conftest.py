@@ -81,6 +81,8 @@ def pg_client(postgres_url: str, home: Path) -> Iterator[TestClient]:
     s.ensure_home()
     upgrade(postgres_url)
     state = build_state(s)
-    with TestClient(create_app(s, state=state), headers={"Authorization": f"Bearer {USER_TOKEN}"}) as c:
+    with TestClient(
+        create_app(s, state=state), headers={"Authorization": f"Bearer {USER_TOKEN}"}
+    ) as c:
         yield c
     state.engine.dispose()

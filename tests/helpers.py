@@ -10,15 +10,16 @@ from sqlalchemy.orm import Session
 from service import auth
 from service.db.models import Job
 
-TINY_MODEL = '''
+TINY_MODEL = """
 import torch
 from torch import nn
 
 
 def build_model(input_shape, num_classes):
     c, h, w = input_shape
-    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 32), nn.ReLU(), nn.Linear(32, num_classes))
-'''
+    hidden = nn.Linear(c * h * w, 32)
+    return nn.Sequential(nn.Flatten(), hidden, nn.ReLU(), nn.Linear(32, num_classes))
+"""
 
 
 def run_body(**overrides: Any) -> dict[str, Any]:
@@ -53,15 +54,24 @@ def summary(epoch: int, **overrides: Any) -> dict[str, Any]:
     return s
 
 
-def add_job(client: TestClient, run_id: str, *, generation: int = 0, epoch_start: int = 0, epochs: int = 2) -> tuple[str, str]:
+def add_job(
+    client: TestClient, run_id: str, *, generation: int = 0, epoch_start: int = 0, epochs: int = 2
+) -> tuple[str, str]:
     """Create a job row for a run (as the agent would) and return (job id, job token)."""
     sessions = client.app.state.gradpilot.sessions  # type: ignore[attr-defined]
     with sessions() as session:
         session: Session
         job = Job(
-            run_id=run_id, generation=generation, attempt=1, architecture_version=0,
-            hyperparameters={"optimizer": "sgd", "learning_rate": 0.1}, epoch_start=epoch_start,
-            epochs=epochs, schedule_epoch=0, schedule_total_epochs=epochs, status="submitted",
+            run_id=run_id,
+            generation=generation,
+            attempt=1,
+            architecture_version=0,
+            hyperparameters={"optimizer": "sgd", "learning_rate": 0.1},
+            epoch_start=epoch_start,
+            epochs=epochs,
+            schedule_epoch=0,
+            schedule_total_epochs=epochs,
+            status="submitted",
         )
         session.add(job)
         session.flush()

@@ -43,4 +43,6 @@ def test_batch_needs_queue_definition_and_s3() -> None:
         Settings(executor="batch")
     with pytest.raises(ConfigurationError, match="s3://"):
         Settings(executor="batch", batch_job_queue="q", batch_job_definition="d")
-    Settings(executor="batch", batch_job_queue="q", batch_job_definition="d", artifact_url="s3://b/p")
+    Settings(
+        executor="batch", batch_job_queue="q", batch_job_definition="d", artifact_url="s3://b/p"
+    )

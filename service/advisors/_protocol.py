@@ -114,7 +114,10 @@ class Advisor(Protocol):
     def tune(self, ctx: AdvisorContext) -> tuple[HyperparameterChange, Usage]: ...
 
     def write_architecture(
-        self, ctx: AdvisorContext, *, previous_error: str | None = None,
+        self,
+        ctx: AdvisorContext,
+        *,
+        previous_error: str | None = None,
         previous_source: str | None = None,
     ) -> tuple[ArchitectureProposal, Usage]:
         """A new architecture; with ``previous_error``, fix ``previous_source`` (the fixer)."""

@@ -136,7 +136,7 @@ def bedrock_chat_model(
     if model_id.startswith("arn:"):
         kwargs["provider"] = _arn_provider(model_id)
     try:
-        return ChatBedrockConverse(
+        return ChatBedrockConverse(  # type: ignore[call-arg]  # ``model`` is model_id's alias
             model=model_id,
             region_name=region,
             client=runtime_client,

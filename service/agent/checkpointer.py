@@ -41,6 +41,6 @@ def open_checkpointer(settings: Settings) -> Iterator[Any]:
         max_size=8,
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
     ) as pool:
-        saver = PostgresSaver(pool)  # type: ignore[arg-type]
-        saver.setup()
-        yield saver
+        pg_saver = PostgresSaver(pool)  # type: ignore[arg-type]
+        pg_saver.setup()
+        yield pg_saver

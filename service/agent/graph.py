@@ -1,16 +1,16 @@
 """The agent graph's wiring — DESIGN.md's diagram, and nothing else.
 
-    START → prepare ─┬─ valid ──────────────▶ train
-                     └─ fails the sandbox ─▶ repair
-    train ──(job outcome)──▶ route_outcome
-        ├─ code error ─────────▶ repair ──┐
-        ├─ infrastructure ─────▶ retry ───┤
-        └─ finished segment ──▶ assess ──▶ route_assessment
-                                  ├─ continue ─▶ continue_training ─▶ train
-                                  ├─ tune ──────▶ tune ─────┤
-                                  ├─ redesign ─▶ redesign ──┤
-                                  └─ finish ──▶ report ─▶ END
-    (repair | retry | tune | redesign) ─▶ [await_approval] ─▶ train   (or report if they gave up)
+START → prepare ─┬─ valid ──────────────▶ train
+                 └─ fails the sandbox ─▶ repair
+train ──(job outcome)──▶ route_outcome
+    ├─ code error ─────────▶ repair ──┐
+    ├─ infrastructure ─────▶ retry ───┤
+    └─ finished segment ──▶ assess ──▶ route_assessment
+                              ├─ continue ─▶ continue_training ─▶ train
+                              ├─ tune ──────▶ tune ─────┤
+                              ├─ redesign ─▶ redesign ──┤
+                              └─ finish ──▶ report ─▶ END
+(repair | retry | tune | redesign) ─▶ [await_approval] ─▶ train   (or report if they gave up)
 """
 
 from __future__ import annotations

@@ -67,7 +67,9 @@ class AgentNodes:
     def _rules(self) -> Advisor:
         return self.deps.advisor_for("rules")
 
-    def _context(self, session: Session, run: Run, state: AgentState, **extra: Any) -> AdvisorContext:
+    def _context(
+        self, session: Session, run: Run, state: AgentState, **extra: Any
+    ) -> AdvisorContext:
         spec = DatasetSpec.model_validate(run.dataset)
         shape, classes = spec.shape()
         budget = run.budget
@@ -88,7 +90,9 @@ class AgentNodes:
             epochs_left=epochs_left,
             jobs_left=budget["max_jobs"] - state.get("jobs_done", 0),
             architecture_version=version,
-            assessment=Assessment.model_validate(state["assessment"]) if state.get("assessment") else None,
+            assessment=Assessment.model_validate(state["assessment"])
+            if state.get("assessment")
+            else None,
             **extra,
         )
 
@@ -168,17 +172,32 @@ class AgentNodes:
         return seq + 1
 
     def _save_architecture(
-        self, session: Session, run_id: str, version: int, source: str, rationale: str,
-        author: str, parent: int, parameters: int | None,
+        self,
+        session: Session,
+        run_id: str,
+        version: int,
+        source: str,
+        rationale: str,
+        author: str,
+        parent: int,
+        parameters: int | None,
     ) -> None:
         existing = session.execute(
-            select(Architecture).where(Architecture.run_id == run_id, Architecture.version == version)
+            select(Architecture).where(
+                Architecture.run_id == run_id, Architecture.version == version
+            )
         ).scalar_one_or_none()
         if existing is None:
             session.add(
                 Architecture(
-                    run_id=run_id, version=version, parent_version=parent, source=source,
-                    sha256=sha256(source), rationale=rationale, author=author, parameters=parameters,
+                    run_id=run_id,
+                    version=version,
+                    parent_version=parent,
+                    source=source,
+                    sha256=sha256(source),
+                    rationale=rationale,
+                    author=author,
+                    parameters=parameters,
                 )
             )
 
@@ -215,12 +234,26 @@ class AgentNodes:
             if run.budget.get("max_total_epochs"):
                 total = min(total, run.budget["max_total_epochs"])
             update: dict[str, Any] = {
-                "generation": 0, "attempt": 1, "architecture_version": 0, "hyperparameters": hp,
-                "schedule_epoch": 0, "schedule_total_epochs": total, "resume_checkpoint": None,
-                "resume_weights_only": False, "jobs_done": 0, "epochs_done": 0, "retries": 0,
-                "repairs": 0, "best_val_accuracy": None, "stale_assessments": 0,
-                "decisions": 0, "proposal": None, "feedback": None, "rejections": 0,
-                "finish_reason": "", "outcome": {},
+                "generation": 0,
+                "attempt": 1,
+                "architecture_version": 0,
+                "hyperparameters": hp,
+                "schedule_epoch": 0,
+                "schedule_total_epochs": total,
+                "resume_checkpoint": None,
+                "resume_weights_only": False,
+                "jobs_done": 0,
+                "epochs_done": 0,
+                "retries": 0,
+                "repairs": 0,
+                "best_val_accuracy": None,
+                "stale_assessments": 0,
+                "decisions": 0,
+                "proposal": None,
+                "feedback": None,
+                "rejections": 0,
+                "finish_reason": "",
+                "outcome": {},
                 **self._next_segment(run, state, 0),
             }
             report = self._validate(run, source)
@@ -230,7 +263,9 @@ class AgentNodes:
             arch.parameters = getattr(report, "parameters", None)
             if not report.ok:
                 update["outcome"] = JobOutcome(
-                    job_id="", status="failed", error_kind="code",
+                    job_id="",
+                    status="failed",
+                    error_kind="code",
                     message=f"the submitted model failed validation: {report.reason}",
                     traceback=report.reason,
                 )
@@ -270,9 +305,8 @@ class AgentNodes:
             run.status = "running"
             job_id = job.id
         outcome: JobOutcome = interrupt({"kind": "job", "job_id": job_id})
-        epochs = 0
-        if outcome.get("last_epoch") is not None:
-            epochs = max(0, int(outcome["last_epoch"]) - state["epoch_start"] + 1)
+        last_epoch = outcome.get("last_epoch")
+        epochs = 0 if last_epoch is None else max(0, last_epoch - state["epoch_start"] + 1)
         return {
             "outcome": outcome,
             "jobs_done": state.get("jobs_done", 0) + 1,
@@ -327,19 +361,27 @@ class AgentNodes:
             job_id = outcome.get("job_id")
             rows = session.execute(
                 select(EpochSummary)
-                .where(EpochSummary.run_id == run.id, EpochSummary.epoch < state["epoch_start"] + state["epochs"])
+                .where(
+                    EpochSummary.run_id == run.id,
+                    EpochSummary.epoch < state["epoch_start"] + state["epochs"],
+                )
                 .order_by(EpochSummary.epoch.desc())
                 .limit(state["epochs"] + 30)
             ).scalars()
             summaries: list[EpochSummaryIn] = []
             earlier: list[EpochSummaryIn] = []
             for r in reversed(list(rows)):
-                s = EpochSummaryIn.model_validate({c: getattr(r, c) for c in EpochSummaryIn.model_fields})
+                s = EpochSummaryIn.model_validate(
+                    {c: getattr(r, c) for c in EpochSummaryIn.model_fields}
+                )
                 (summaries if r.job_id == job_id else earlier).append(s)
             _, classes = DatasetSpec.model_validate(run.dataset).shape()
             diagnostics = compact_state(
                 compute_diagnostics(
-                    summaries, classes, earlier=earlier, hyperparameters=state["hyperparameters"],
+                    summaries,
+                    classes,
+                    earlier=earlier,
+                    hyperparameters=state["hyperparameters"],
                     target_accuracy=run.budget.get("target_accuracy"),
                 )
             )
@@ -363,13 +405,15 @@ class AgentNodes:
             if verdict:
                 update.update(recommendation="finish", finish_reason=verdict, assessment={})
                 return update
-            ctx = self._context(session, run, {**state, **update})  # type: ignore[arg-type]
+            ctx = self._context(session, run, {**state, **update})  # type: ignore[typeddict-item]
             assessment, usage = self._advisor(run).assess(ctx)
             update["assessment"] = assessment.model_dump(mode="json")
             update["recommendation"] = assessment.recommendation
             update["pending_usage"] = Usage(**state.get("pending_usage") or {}).add(usage).__dict__
             if assessment.recommendation == "finish":
-                update["finish_reason"] = assessment.explanation or "the advisor judged the run done"
+                update["finish_reason"] = (
+                    assessment.explanation or "the advisor judged the run done"
+                )
             return update
 
     def continue_training(self, state: AgentState) -> dict[str, Any]:
@@ -400,20 +444,29 @@ class AgentNodes:
             change, usage = self._advisor(run).tune(ctx)
             current = Hyperparameters.model_validate(state["hyperparameters"])
             new_hp, applied = clamp_changes(current, change.changes)
-            rationale = change.rationale or "; ".join(f"{k}: {v}" for k, v in change.reasons.items())
+            rationale = change.rationale or "; ".join(
+                f"{k}: {v}" for k, v in change.reasons.items()
+            )
             if not applied:
-                rationale = f"the advisor proposed no effective change ({rationale or 'none'}); training on"
+                rationale = (
+                    f"the advisor proposed no effective change ({rationale or 'none'}); training on"
+                )
             proposal = {
                 "action": "tune",
                 "rationale": rationale,
-                "changes": {k: {"value": v, "reason": change.reasons.get(k, "")} for k, v in applied.items()},
+                "changes": {
+                    k: {"value": v, "reason": change.reasons.get(k, "")} for k, v in applied.items()
+                },
                 "hyperparameters": new_hp.model_dump(mode="json"),
                 "needs_approval": bool(applied) and needs_approval(run.approval, "tune"),
                 "usage": usage.__dict__,
                 "approved": None,
             }
             st: AgentState = {**state, "proposal": proposal}  # type: ignore[typeddict-item]
-            return {"proposal": proposal, **self._apply_if_auto(session, run, st, "tune", bool(applied))}
+            return {
+                "proposal": proposal,
+                **self._apply_if_auto(session, run, st, "tune", bool(applied)),
+            }
 
     def redesign(self, state: AgentState) -> dict[str, Any]:
         """Writer -> sandbox -> fixer, bounded; then hyperparameters for the new model."""
@@ -422,10 +475,16 @@ class AgentNodes:
             ctx = self._context(session, run, state)
             written = self._write_validated(run, ctx)
             if written is None:
-                return {"finish_reason": "no proposed architecture passed the sandbox; the run stops"}
+                return {
+                    "finish_reason": "no proposed architecture passed the sandbox; the run stops"
+                }
             source, rationale, parameters, usage, author = written
             ctx_new = self._context(
-                session, run, state, source=source, architecture_version=self._next_version(session, run.id)
+                session,
+                run,
+                state,
+                source=source,
+                architecture_version=self._next_version(session, run.id),
             )
             hp_proposal, hp_usage = self._advisor(run).tune(ctx_new)
             new_hp, applied = clamp_changes(
@@ -440,17 +499,30 @@ class AgentNodes:
                 "author": author,
                 "parameters": parameters,
                 "version": version,
-                "diff": unified_diff(old_source, source, f"v{state['architecture_version']}/model.py", f"v{version}/model.py"),
+                "diff": unified_diff(
+                    old_source,
+                    source,
+                    f"v{state['architecture_version']}/model.py",
+                    f"v{version}/model.py",
+                ),
                 "changes": {
                     "architecture_version": version,
-                    **{k: {"value": v, "reason": hp_proposal.reasons.get(k, "")} for k, v in applied.items()},
+                    **{
+                        k: {"value": v, "reason": hp_proposal.reasons.get(k, "")}
+                        for k, v in applied.items()
+                    },
                 },
                 "hyperparameters": new_hp.model_dump(mode="json"),
                 "needs_approval": needs_approval(run.approval, "redesign"),
                 "usage": usage.add(hp_usage).__dict__,
                 "approved": None,
             }
-            return {"proposal": proposal, **self._apply_if_auto(session, run, {**state, "proposal": proposal}, "redesign", True)}  # type: ignore[dict-item]
+            return {
+                "proposal": proposal,
+                **self._apply_if_auto(
+                    session, run, {**state, "proposal": proposal}, "redesign", True
+                ),
+            }  # type: ignore[dict-item]
 
     def repair(self, state: AgentState) -> dict[str, Any]:
         """Repair model code that raised (in the sandbox or in a job); redesign if it cannot."""
@@ -459,7 +531,11 @@ class AgentNodes:
         with self._session() as session:
             run = self._run(session, state["run_id"])
             if repairs > run.budget.get("max_repairs", 3):
-                return {"repairs": repairs, "finish_reason": f"the model's code still fails after {repairs - 1} repairs: {outcome.get('message')}"}
+                return {
+                    "repairs": repairs,
+                    "finish_reason": f"the model's code still fails after {repairs - 1} repairs: "
+                    f"{outcome.get('message')}",
+                }
             ctx = self._context(session, run, state)
             error = outcome.get("traceback") or outcome.get("message") or "unknown error"
             advisor = self._advisor(run)
@@ -482,16 +558,24 @@ class AgentNodes:
             if fixed is None:
                 written = self._write_validated(run, self._context(session, run, state))
                 if written is None:
-                    return {"repairs": repairs, "finish_reason": "the model's code fails and no redesign passed the sandbox"}
+                    return {
+                        "repairs": repairs,
+                        "finish_reason": "the model's code fails and no redesign passed "
+                        "the sandbox",
+                    }
                 src, why, params, u, author = written
                 usage = usage.add(u)
-                fixed = (src, f"could not repair the code ({error.splitlines()[-1] if error else ''}); redesigned instead: {why}", params)
+                fixed = (
+                    src,
+                    f"could not repair the code ({error.splitlines()[-1] if error else ''}); "
+                    f"redesigned instead: {why}",
+                    params,
+                )
                 action = "redesign"
             source, explanation, parameters = fixed
             version = self._next_version(session, run.id)
-            epoch_start = state["epoch_start"]
-            if outcome.get("last_epoch") is not None:
-                epoch_start = int(outcome["last_epoch"]) + 1
+            last_epoch = outcome.get("last_epoch")
+            epoch_start = state["epoch_start"] if last_epoch is None else last_epoch + 1
             proposal = {
                 "action": action,
                 "rationale": explanation,
@@ -499,7 +583,12 @@ class AgentNodes:
                 "author": author,
                 "parameters": parameters,
                 "version": version,
-                "diff": unified_diff(ctx.source, source, f"v{state['architecture_version']}/model.py", f"v{version}/model.py"),
+                "diff": unified_diff(
+                    ctx.source,
+                    source,
+                    f"v{state['architecture_version']}/model.py",
+                    f"v{version}/model.py",
+                ),
                 "changes": {"architecture_version": version},
                 "hyperparameters": state["hyperparameters"],
                 "needs_approval": needs_approval(run.approval, action),
@@ -507,21 +596,32 @@ class AgentNodes:
                 "approved": None,
                 "epoch_start": epoch_start,
             }
-            st = {**state, "proposal": proposal, "repairs": repairs}
-            return {"proposal": proposal, "repairs": repairs, **self._apply_if_auto(session, run, st, action, True)}  # type: ignore[arg-type]
+            st: AgentState = {**state, "proposal": proposal, "repairs": repairs}
+            return {
+                "proposal": proposal,
+                "repairs": repairs,
+                **self._apply_if_auto(session, run, st, action, True),
+            }
 
     def retry(self, state: AgentState) -> dict[str, Any]:
-        """Resubmit after an infrastructure failure, resuming from the failed attempt's checkpoint."""
+        """Resubmit after an infrastructure failure, from the failed attempt's checkpoint."""
         outcome = state.get("outcome") or {}
         retries = state.get("retries", 0) + 1
         with self._session() as session:
             run = self._run(session, state["run_id"])
             if retries > run.budget.get("max_retries", 3):
-                return {"retries": retries, "finish_reason": f"job failed {retries} times for infrastructure reasons: {outcome.get('message')}"}
+                return {
+                    "retries": retries,
+                    "finish_reason": f"job failed {retries} times for infrastructure reasons: "
+                    f"{outcome.get('message')}",
+                }
             job = session.get(Job, outcome.get("job_id"))
             seq = self._record(
-                session, state, "retry",
-                f"infrastructure failure ({outcome.get('message') or 'no message'}); attempt {state['attempt'] + 1}",
+                session,
+                state,
+                "retry",
+                f"infrastructure failure ({outcome.get('message') or 'no message'}); "
+                f"attempt {state['attempt'] + 1}",
                 advisor="controller",
             )
             resume = state.get("resume_checkpoint")
@@ -565,7 +665,9 @@ class AgentNodes:
                 return {"proposal": proposal, **self._apply(session, run, st)}
             rejections = state.get("rejections", 0) + 1
             proposal["approved"] = False
-            spent = Usage(**state.get("pending_usage") or {}).add(Usage(**proposal.get("usage") or {}))
+            spent = Usage(**state.get("pending_usage") or {}).add(
+                Usage(**proposal.get("usage") or {})
+            )
             update: dict[str, Any] = {
                 "proposal": proposal,
                 "feedback": answer.get("feedback") or "rejected without feedback",
@@ -587,21 +689,35 @@ class AgentNodes:
             reason = state.get("finish_reason") or "the run ended"
             seq = state.get("decisions", 0)
             if not session.execute(
-                select(func.count(Decision.id)).where(Decision.run_id == run.id, Decision.action == "finish")
+                select(func.count(Decision.id)).where(
+                    Decision.run_id == run.id, Decision.action == "finish"
+                )
             ).scalar_one():
                 seq = self._record(session, state, "finish", reason)
             session.flush()
-            succeeded = session.execute(
-                select(Job).where(Job.run_id == run.id, Job.status == "succeeded").order_by(Job.generation.desc())
-            ).scalars().first()
+            succeeded = (
+                session.execute(
+                    select(Job)
+                    .where(Job.run_id == run.id, Job.status == "succeeded")
+                    .order_by(Job.generation.desc())
+                )
+                .scalars()
+                .first()
+            )
             failed_reasons = ("still fails", "failed", "no proposed", "no redesign")
-            run.status = "failed" if succeeded is None or any(r in reason for r in failed_reasons) else "succeeded"
+            run.status = (
+                "failed"
+                if succeeded is None or any(r in reason for r in failed_reasons)
+                else "succeeded"
+            )
             if run.status == "failed":
                 run.error = reason
             if succeeded is not None:
                 run.final_test_accuracy = succeeded.test_accuracy
                 run.best_val_accuracy = max(
-                    x for x in (run.best_val_accuracy, best_val_accuracy(session, succeeded.id), -1.0) if x is not None
+                    x
+                    for x in (run.best_val_accuracy, best_val_accuracy(session, succeeded.id), -1.0)
+                    if x is not None
                 )
             ctx = self._context(session, run, state)
             markdown = build_report(session, run, self.deps.artifacts)
@@ -626,7 +742,9 @@ class AgentNodes:
         ).scalar_one()
         return int(latest or 0) + 1
 
-    def _write_validated(self, run: Run, ctx: AdvisorContext) -> tuple[str, str, int | None, Usage, str] | None:
+    def _write_validated(
+        self, run: Run, ctx: AdvisorContext
+    ) -> tuple[str, str, int | None, Usage, str] | None:
         """The writer/tester/fixer loop: only validated code comes out. Falls back to the rules
         advisor's templates when the run's advisor cannot produce a valid module."""
         advisors = [self._advisor(run)]
@@ -638,7 +756,9 @@ class AgentNodes:
             previous: str | None = None
             for _ in range(self.deps.fixer_rounds):
                 t0 = time.monotonic()
-                proposal, u = advisor.write_architecture(ctx, previous_error=error, previous_source=previous)
+                proposal, u = advisor.write_architecture(
+                    ctx, previous_error=error, previous_source=previous
+                )
                 usage = usage.add(u)
                 report = self._validate(run, proposal.source)
                 if report.ok:
@@ -653,18 +773,25 @@ class AgentNodes:
                 log.warning("proposed architecture failed validation: %s", error)
         return None
 
-    def _apply_if_auto(self, session: Session, run: Run, state: AgentState, action: str, changed: bool) -> dict[str, Any]:
+    def _apply_if_auto(
+        self, session: Session, run: Run, state: AgentState, action: str, changed: bool
+    ) -> dict[str, Any]:
         proposal = state.get("proposal") or {}
         if not changed:
             # Nothing to change: record it as continuing rather than as a no-op tune.
             st: AgentState = {**state, "proposal": None}  # type: ignore[typeddict-item]
             session.flush()
-            return {"proposal": None, **self.continue_training_in(session, run, st, proposal.get("rationale", ""))}
+            return {
+                "proposal": None,
+                **self.continue_training_in(session, run, st, proposal.get("rationale", "")),
+            }
         if proposal.get("needs_approval"):
             return {}
         return self._apply(session, run, state)
 
-    def continue_training_in(self, session: Session, run: Run, state: AgentState, rationale: str) -> dict[str, Any]:
+    def continue_training_in(
+        self, session: Session, run: Run, state: AgentState, rationale: str
+    ) -> dict[str, Any]:
         job = session.get(Job, (state.get("outcome") or {}).get("job_id"))
         seq = self._record(session, state, "continue", rationale)
         return {
@@ -699,19 +826,38 @@ class AgentNodes:
         if "source" in proposal:
             version = proposal["version"]
             self._save_architecture(
-                session, run.id, version, proposal["source"], proposal["rationale"],
-                proposal.get("author", run.advisor), state["architecture_version"], proposal.get("parameters"),
+                session,
+                run.id,
+                version,
+                proposal["source"],
+                proposal["rationale"],
+                proposal.get("author", run.advisor),
+                state["architecture_version"],
+                proposal.get("parameters"),
             )
             architecture_version = version
-            update.update(architecture_version=version, resume_checkpoint=None, resume_weights_only=False)
-            start = proposal.get("epoch_start", state["epoch_start"] + (state["epochs"] if job is not None and job.status == "succeeded" else 0))
+            update.update(
+                architecture_version=version, resume_checkpoint=None, resume_weights_only=False
+            )
+            start = proposal.get(
+                "epoch_start",
+                state["epoch_start"]
+                + (state["epochs"] if job is not None and job.status == "succeeded" else 0),
+            )
         else:  # tune: same model, weights carried over, a fresh optimizer and schedule
-            update.update(resume_checkpoint=job.checkpoint_uri if job else None, resume_weights_only=True)
+            update.update(
+                resume_checkpoint=job.checkpoint_uri if job else None, resume_weights_only=True
+            )
             start = state["epoch_start"] + state["epochs"]
         update.update(self._next_segment(run, state, start))
         update["decisions"] = self._record(
-            session, state, action, proposal.get("rationale", ""), changes=proposal.get("changes", {}),
-            usage=usage, architecture_version=architecture_version,
+            session,
+            state,
+            action,
+            proposal.get("rationale", ""),
+            changes=proposal.get("changes", {}),
+            usage=usage,
+            architecture_version=architecture_version,
         )
         update["pending_usage"] = {}
         return update

@@ -41,7 +41,9 @@ def route_outcome(state: AgentState) -> Literal["assess", "repair", "retry", "re
     return "retry"
 
 
-def route_assessment(state: AgentState) -> Literal["continue_training", "tune", "redesign", "report"]:
+def route_assessment(
+    state: AgentState,
+) -> Literal["continue_training", "tune", "redesign", "report"]:
     rec = state.get("recommendation", "continue")
     if rec == "finish":
         return "report"

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from service import auth
 from service.artifacts import ArtifactStore
 from service.auth import Principal
+from service.errors import Forbidden, Unauthorized
 from service.ingest import SummaryWriter
 from service.jobs import JobBounds
-from service.errors import Forbidden, Unauthorized
 from service.settings import Settings
 
 

@@ -11,7 +11,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from service.errors import ArtifactError, InvalidInput, NotFound
 
-_RETRIES = Config(retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=10, read_timeout=60)
+_RETRIES = Config(
+    retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=10, read_timeout=60
+)
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -25,7 +27,11 @@ class S3ArtifactStore:
     """Objects under a key prefix of one bucket. botocore's adaptive mode retries throttling."""
 
     def __init__(
-        self, root_url: str, *, endpoint_url: str | None = None, region: str | None = None,
+        self,
+        root_url: str,
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
         client: Any = None,
     ) -> None:
         self.bucket, prefix = parse_s3_url(root_url)

@@ -37,7 +37,9 @@ def resolve(url: str | None, token: str | None) -> tuple[str, str | None]:
 
 
 class ApiClient:
-    def __init__(self, url: str | None = None, token: str | None = None, timeout: float = 30) -> None:
+    def __init__(
+        self, url: str | None = None, token: str | None = None, timeout: float = 30
+    ) -> None:
         self.url, self.token = resolve(url, token)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
@@ -60,7 +62,10 @@ class ApiClient:
             hint = ""
             if response.status_code == 401:
                 hint = " (set GRADPILOT_TOKEN or --token)"
-            raise CliError(f"{response.status_code}: {detail}{hint}", exit_code=2 if response.status_code < 500 else 1)
+            raise CliError(
+                f"{response.status_code}: {detail}{hint}",
+                exit_code=2 if response.status_code < 500 else 1,
+            )
         return response
 
     def get(self, path: str, **kwargs: Any) -> Any:

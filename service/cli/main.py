@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from service.cli.client import CliError
+from service.cli.infra import app as infra_app
 from service.cli.runs import runs_app
 
 app = typer.Typer(
@@ -22,12 +23,7 @@ app.add_typer(runs_app, name="runs")
 console = Console()
 err = Console(stderr=True)
 
-try:
-    from service.cli.infra import app as infra_app
-except ImportError:  # pragma: no cover - the infra module ships with the package
-    infra_app = None
-if infra_app is not None:
-    app.add_typer(infra_app, name="infra", help="Create the AWS side (CloudFormation).")
+app.add_typer(infra_app, name="infra", help="Create the AWS side (CloudFormation).")
 
 
 @app.command()
@@ -56,7 +52,9 @@ def controller() -> None:
 def validate(
     model: Annotated[Path, typer.Argument(help="The model file (.py).", exists=False)],
     dataset: Annotated[str, typer.Option(help="digits, cifar10, cifar100, synthetic.")] = "digits",
-    as_json: Annotated[bool, typer.Option("--json", help="Print {ok, reason, ...} as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print {ok, reason, ...} as JSON.")
+    ] = False,
 ) -> None:
     """Check a model file statically and in the sandbox (build, forward, backward)."""
     from service.errors import GradpilotError
@@ -78,7 +76,8 @@ def validate(
         console.file.write(json.dumps(data, default=str) + "\n")
     elif report.ok:
         console.print(
-            f"[green]ok[/]: {data.get('parameters')} parameters, output {data.get('output_shape')}, "
+            f"[green]ok[/]: {data.get('parameters')} parameters, "
+            f"output {data.get('output_shape')}, "
             f"loss {data.get('loss')}, {data.get('step_seconds')} s per step"
         )
     else:
@@ -91,7 +90,7 @@ def validate(
 def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Run the offline demo: a deep sigmoid CNN on digits, diagnosed and fixed by the rules advisor."""
+    """Run the offline demo: a deep sigmoid CNN on digits, diagnosed and fixed offline."""
     from service.demo import run_demo
 
     run_demo(as_json=as_json)

@@ -10,8 +10,12 @@ from rich.table import Table
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 STATUS_STYLE = {
-    "succeeded": "green", "failed": "red", "cancelled": "yellow",
-    "running": "cyan", "pending": "white", "awaiting_approval": "magenta",
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "running": "cyan",
+    "pending": "white",
+    "awaiting_approval": "magenta",
 }
 
 
@@ -25,14 +29,34 @@ def print_json(console: Console, data: Any) -> None:
 
 def runs_table(runs: list[dict[str, Any]]) -> Table:
     table = Table(title="gradpilot runs", header_style="bold")
-    for col in ("id", "name", "status", "dataset", "advisor", "jobs", "epochs", "baseline", "best", "created"):
-        table.add_column(col, justify="right" if col in ("jobs", "epochs", "baseline", "best") else "left")
+    for col in (
+        "id",
+        "name",
+        "status",
+        "dataset",
+        "advisor",
+        "jobs",
+        "epochs",
+        "baseline",
+        "best",
+        "created",
+    ):
+        table.add_column(
+            col, justify="right" if col in ("jobs", "epochs", "baseline", "best") else "left"
+        )
     for r in runs:
         style = STATUS_STYLE.get(r["status"], "")
         table.add_row(
-            r["id"][:12], r.get("name") or "", f"[{style}]{r['status']}[/]", r["dataset"], r["advisor"],
-            str(r["jobs"]), str(r["epochs"]), pct(r.get("baseline_val_accuracy")),
-            pct(r.get("best_val_accuracy")), str(r["created_at"])[:19].replace("T", " "),
+            r["id"][:12],
+            r.get("name") or "",
+            f"[{style}]{r['status']}[/]",
+            r["dataset"],
+            r["advisor"],
+            str(r["jobs"]),
+            str(r["epochs"]),
+            pct(r.get("baseline_val_accuracy")),
+            pct(r.get("best_val_accuracy")),
+            str(r["created_at"])[:19].replace("T", " "),
         )
     return table
 
@@ -46,7 +70,13 @@ def decisions_table(decisions: list[dict[str, Any]]) -> Table:
     table.add_column("why", ratio=1)
     for d in decisions:
         advisor = d["advisor"] + (" (fallback)" if d.get("fallback") else "")
-        table.add_row(str(d["sequence"]), str(d["generation"]), f"[bold]{d['action']}[/]", advisor, d["rationale"])
+        table.add_row(
+            str(d["sequence"]),
+            str(d["generation"]),
+            f"[bold]{d['action']}[/]",
+            advisor,
+            d["rationale"],
+        )
     return table
 
 
@@ -59,7 +89,8 @@ def show_run(console: Console, run: dict[str, Any]) -> None:
     )
     console.print(
         f"  validation accuracy: baseline {pct(run.get('baseline_val_accuracy'))}, "
-        f"best {pct(run.get('best_val_accuracy'))}; test (final model) {pct(run.get('final_test_accuracy'))}"
+        f"best {pct(run.get('best_val_accuracy'))}; "
+        f"test (final model) {pct(run.get('final_test_accuracy'))}"
     )
     if run.get("input_tokens") or run.get("output_tokens"):
         console.print(f"  LLM tokens: {run['input_tokens']} in, {run['output_tokens']} out")
@@ -70,6 +101,9 @@ def show_run(console: Console, run: dict[str, Any]) -> None:
         console.print(f"  [magenta]waiting for approval of {p['action']}:[/] {p['rationale']}")
         if p.get("diff"):
             console.print(p["diff"], markup=False, highlight=False)
-        console.print("  answer with `gradpilot runs approve RUN` or `gradpilot runs reject RUN --feedback ...`")
+        console.print(
+            "  answer with `gradpilot runs approve RUN` "
+            "or `gradpilot runs reject RUN --feedback ...`"
+        )
     if run.get("decisions"):
         console.print(decisions_table(run["decisions"]))

@@ -1,4 +1,4 @@
-"""``gradpilot runs ...``: create, list, show, watch, cancel, approve, reject, report, figure, diff."""
+"""``gradpilot runs``: create, list, show, watch, cancel, approve, reject, report, figure, diff."""
 
 from __future__ import annotations
 
@@ -32,10 +32,14 @@ def _read_model(path: Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CliError(f"{path} is not UTF-8 text (byte {e.start}); save the model file as UTF-8", 2) from e
+        raise CliError(
+            f"{path} is not UTF-8 text (byte {e.start}); save the model file as UTF-8", 2
+        ) from e
 
 
-def wait_for_run(client: ApiClient, run_id: str, *, poll_s: float = 1.0, quiet: bool = False) -> dict[str, Any]:
+def wait_for_run(
+    client: ApiClient, run_id: str, *, poll_s: float = 1.0, quiet: bool = False
+) -> dict[str, Any]:
     """Poll until the run ends, showing a one-line status while it runs."""
     last = None
     with console.status("waiting for the run…", spinner="dots") as status:
@@ -55,18 +59,39 @@ def wait_for_run(client: ApiClient, run_id: str, *, poll_s: float = 1.0, quiet: 
 
 @runs_app.command("create")
 def create(
-    model: Annotated[Path, typer.Argument(help="The model file: build_model(input_shape, num_classes) or a CNN class.")],
-    dataset: Annotated[str, typer.Option(help="digits, cifar10, cifar100, synthetic or npz.")] = "digits",
-    npz_uri: Annotated[str | None, typer.Option(help="Path or s3:// URL of the .npz (dataset npz).")] = None,
-    input_shape: Annotated[str | None, typer.Option(help="C,H,W of one sample (dataset npz).")] = None,
-    num_classes: Annotated[int | None, typer.Option(help="Number of classes (dataset npz).")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Folder of torchvision's CIFAR files.")] = None,
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="The model file: build_model(input_shape, num_classes) or a CNN class."
+        ),
+    ],
+    dataset: Annotated[
+        str, typer.Option(help="digits, cifar10, cifar100, synthetic or npz.")
+    ] = "digits",
+    npz_uri: Annotated[
+        str | None, typer.Option(help="Path or s3:// URL of the .npz (dataset npz).")
+    ] = None,
+    input_shape: Annotated[
+        str | None, typer.Option(help="C,H,W of one sample (dataset npz).")
+    ] = None,
+    num_classes: Annotated[
+        int | None, typer.Option(help="Number of classes (dataset npz).")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="Folder of torchvision's CIFAR files.")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="A label for the run.")] = None,
-    epochs_per_job: Annotated[int, typer.Option(help="Epochs per job (the analysis interval).")] = 10,
+    epochs_per_job: Annotated[
+        int, typer.Option(help="Epochs per job (the analysis interval).")
+    ] = 10,
     max_jobs: Annotated[int, typer.Option(help="Most training jobs.")] = 8,
     max_total_epochs: Annotated[int | None, typer.Option(help="Most epochs over all jobs.")] = None,
-    target_accuracy: Annotated[float | None, typer.Option(help="Stop at this validation accuracy (0-1).")] = None,
-    patience: Annotated[int, typer.Option(help="Stop after this many assessments without improvement.")] = 3,
+    target_accuracy: Annotated[
+        float | None, typer.Option(help="Stop at this validation accuracy (0-1).")
+    ] = None,
+    patience: Annotated[
+        int, typer.Option(help="Stop after this many assessments without improvement.")
+    ] = 3,
     optimizer: Annotated[str, typer.Option(help="sgd, adam, adamw or rmsprop.")] = "sgd",
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 0.1,
     momentum: Annotated[float, typer.Option(help="Momentum (sgd, rmsprop).")] = 0.0,
@@ -74,12 +99,16 @@ def create(
     batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
     schedule: Annotated[str, typer.Option(help="constant, step, cosine or onecycle.")] = "constant",
     clip: Annotated[float, typer.Option(help="Gradient clipping norm (0: off).")] = 0.0,
-    advisor: Annotated[str | None, typer.Option(help="rules, or bedrock:<model id>, or provider:model.")] = None,
+    advisor: Annotated[
+        str | None, typer.Option(help="rules, or bedrock:<model id>, or provider:model.")
+    ] = None,
     approval: Annotated[str, typer.Option(help="auto, architecture or always.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     gpus: Annotated[int, typer.Option(help="GPUs per job (AWS Batch).")] = 1,
     wait: Annotated[bool, typer.Option("--wait", help="Block until the run ends.")] = False,
-    watch: Annotated[bool, typer.Option("--watch", help="Show the live view until the run ends.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Show the live view until the run ends.")
+    ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -102,13 +131,20 @@ def create(
         "model_source": _read_model(model),
         "dataset": dataset_spec,
         "hyperparameters": {
-            "optimizer": optimizer, "learning_rate": lr, "momentum": momentum,
-            "weight_decay": weight_decay, "batch_size": batch_size, "lr_schedule": schedule,
+            "optimizer": optimizer,
+            "learning_rate": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "batch_size": batch_size,
+            "lr_schedule": schedule,
             "gradient_clip": clip,
         },
         "budget": {
-            "epochs_per_job": epochs_per_job, "max_jobs": max_jobs, "max_total_epochs": max_total_epochs,
-            "target_accuracy": target_accuracy, "patience": patience,
+            "epochs_per_job": epochs_per_job,
+            "max_jobs": max_jobs,
+            "max_total_epochs": max_total_epochs,
+            "target_accuracy": target_accuracy,
+            "patience": patience,
         },
         "advisor": advisor,
         "approval": approval,
@@ -137,7 +173,9 @@ def create(
 def list_(
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     limit: Annotated[int, typer.Option(help="Most runs to show.")] = 50,
-    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """List runs, newest first."""
     params: dict[str, Any] = {"limit": limit}
@@ -153,7 +191,9 @@ def list_(
 @runs_app.command("show")
 def show(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
-    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show a run, its scores and its decisions."""
     run = _client(url, token).get(f"/v1/runs/{run_id}")
@@ -163,7 +203,8 @@ def show(
 @runs_app.command("watch")
 def watch(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
-    url: UrlOpt = None, token: TokenOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Follow a run live until it ends."""
     from service.cli.watch import watch_run
@@ -176,7 +217,9 @@ def watch(
 @runs_app.command("cancel")
 def cancel(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
-    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Cancel a run; its active job is stopped."""
     run = _client(url, token).post(f"/v1/runs/{run_id}/cancel")
@@ -186,7 +229,9 @@ def cancel(
 @runs_app.command("approve")
 def approve(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
-    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Approve the change a paused run proposes."""
     run = _client(url, token).post(f"/v1/runs/{run_id}/approve")
@@ -197,18 +242,25 @@ def approve(
 def reject(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
     feedback: Annotated[str, typer.Option(help="What the advisor should do instead.")] = "",
-    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Reject the proposed change; the feedback reaches the advisor's next proposal."""
     run = _client(url, token).post(f"/v1/runs/{run_id}/reject", {"feedback": feedback})
-    render.print_json(console, run) if as_json else console.print(f"rejected; the advisor will propose again")
+    render.print_json(console, run) if as_json else console.print(
+        "rejected; the advisor will propose again"
+    )
 
 
 @runs_app.command("report")
 def report(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Write to this file.")] = None,
-    url: UrlOpt = None, token: TokenOpt = None,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Write to this file.")
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Print (or save) the run's Markdown report."""
     text = _client(url, token).request("GET", f"/v1/runs/{run_id}/report").text
@@ -222,8 +274,11 @@ def report(
 @runs_app.command("figure")
 def figure(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")] = Path("run.png"),
-    url: UrlOpt = None, token: TokenOpt = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write.")] = Path(
+        "run.png"
+    ),
+    url: UrlOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Save the four-panel figure (loss, accuracy, total and per-layer gradient norms)."""
     output.write_bytes(_client(url, token).get_bytes(f"/v1/runs/{run_id}/figure.png"))
@@ -235,7 +290,9 @@ def diff(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
     version_a: Annotated[int | None, typer.Argument(help="Older architecture version.")] = None,
     version_b: Annotated[int | None, typer.Argument(help="Newer architecture version.")] = None,
-    url: UrlOpt = None, token: TokenOpt = None, as_json: JsonOpt = False,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Unified diff between two architecture versions, and why the newer one was written."""
     params = {k: v for k, v in (("a", version_a), ("b", version_b)) if v is not None}

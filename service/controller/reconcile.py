@@ -194,7 +194,9 @@ class Controller:
                 session.execute(
                     select(Job)
                     .join(Run, Run.id == Job.run_id)
-                    .where(Run.cancel_requested.is_(True), Job.status.in_(("pending",) + ACTIVE_JOB))
+                    .where(
+                        Run.cancel_requested.is_(True), Job.status.in_(("pending",) + ACTIVE_JOB)
+                    )
                 ).scalars()
             )
             for job in jobs:
@@ -228,7 +230,8 @@ class Controller:
                         or_(
                             Run.status == "pending",
                             undelivered,
-                            (Run.status == "awaiting_approval") & Run.approval_response.is_not(None),
+                            (Run.status == "awaiting_approval")
+                            & Run.approval_response.is_not(None),
                         ),
                     )
                 ).scalars()
@@ -274,7 +277,9 @@ class Controller:
         if snapshot.next or snapshot.tasks:
             # The control plane stopped mid-step (a resumed node may hold its resume value as
             # a pending write): carry on from the last checkpoint.
-            log.info("run %s: resuming after a restart at %s", run_id, [t.name for t in snapshot.tasks])
+            log.info(
+                "run %s: resuming after a restart at %s", run_id, [t.name for t in snapshot.tasks]
+            )
             self.graph.invoke(None, config, durability="sync")
             return True
         return False

@@ -59,10 +59,17 @@ class Hyperparameters(BaseModel):
         return v
 
 
+CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("sgd", "adam", "adamw", "rmsprop"),
+    "lr_schedule": ("constant", "step", "cosine", "onecycle"),
+}
+
 TUNABLE_KEYS: frozenset[str] = frozenset(Hyperparameters.model_fields) - {"amp", "compile"}
 
 
-def clamp_changes(current: Hyperparameters, changes: dict[str, Any]) -> tuple[Hyperparameters, dict[str, Any]]:
+def clamp_changes(
+    current: Hyperparameters, changes: dict[str, Any]
+) -> tuple[Hyperparameters, dict[str, Any]]:
     """Apply an advisor's proposed changes, dropping unknown keys and clamping numbers.
 
     Returns the new hyperparameters and the changes that were really applied (after clamping),
@@ -85,9 +92,7 @@ def clamp_changes(current: Hyperparameters, changes: dict[str, Any]) -> tuple[Hy
             value = int(round(number)) if key in ("batch_size", "lr_step_size") else number
             if key == "learning_rate" and value <= 0:
                 continue
-        elif key == "optimizer" and value not in ("sgd", "adam", "adamw", "rmsprop"):
-            continue
-        elif key == "lr_schedule" and value not in ("constant", "step", "cosine", "onecycle"):
+        elif key in CHOICES and value not in CHOICES[key]:
             continue
         elif key == "nesterov":
             value = bool(value)

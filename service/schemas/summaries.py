@@ -33,7 +33,9 @@ class EpochSummaryIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epoch: int = Field(ge=0, description="Run-wide epoch index (0-based); inside the job's segment.")
+    epoch: int = Field(
+        ge=0, description="Run-wide epoch index (0-based); inside the job's segment."
+    )
     train_loss: float | None = Field(None, description="Mean training loss; null if non-finite.")
     val_loss: float | None = Field(None, description="Validation loss; null if non-finite.")
     train_accuracy: float = Field(ge=0, le=1, description="Training accuracy in [0, 1].")

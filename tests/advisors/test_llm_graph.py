@@ -181,7 +181,10 @@ def harness(client: TestClient, migrated: Settings) -> Iterator[Harness]:
         },
     )
     assert created.status_code in (200, 201), created.text
-    with Sandbox(SandboxLimits.from_settings(settings)) as sandbox, open_checkpointer(settings) as checkpointer:
+    with (
+        Sandbox(SandboxLimits.from_settings(settings)) as sandbox,
+        open_checkpointer(settings) as checkpointer,
+    ):
         deps = AgentDeps(
             settings=settings,
             sessions=state.sessions,

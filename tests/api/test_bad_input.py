@@ -48,7 +48,11 @@ def test_model_refused_by_static_check(client: TestClient) -> None:
 
 
 def test_non_utf8_body(client: TestClient) -> None:
-    r = client.post("/v1/runs", content=b'{"model_source": "\xff\xfe"}', headers={"Content-Type": "application/json"})
+    r = client.post(
+        "/v1/runs",
+        content=b'{"model_source": "\xff\xfe"}',
+        headers={"Content-Type": "application/json"},
+    )
     assert 400 <= r.status_code < 500
     assert _count_runs(client) == 0
 
@@ -62,22 +66,29 @@ def test_summary_outside_segment_and_nonfinite(client: TestClient) -> None:
     run = client.post("/v1/runs", json=run_body()).json()
     job_id, token = add_job(client, run["id"], epoch_start=4, epochs=2)
     h = {"Authorization": f"Bearer {token}"}
-    r = client.post(f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(4), summary(6)]})
+    r = client.post(
+        f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(4), summary(6)]}
+    )
     assert r.status_code == 422 and "outside this job's segment [4, 6)" in r.json()["detail"]
     # Nothing of the refused batch was stored.
     assert client.get(f"/v1/runs/{run['id']}/metrics").json() == []
     bad = summary(4, grad_total={"mean": math.inf, "max": 1, "min": 0})
     r = client.post(
-        f"/v1/jobs/{job_id}/summaries", headers={**h, "Content-Type": "application/json"},
+        f"/v1/jobs/{job_id}/summaries",
+        headers={**h, "Content-Type": "application/json"},
         content=__import__("json").dumps({"summaries": [bad]}).replace("Infinity", "1e999"),
     )
     assert r.status_code == 422 and "finite" in r.json()["detail"]
     # A diverged loss is a diagnosis, not bad input: stored as null.
-    r = client.post(f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(4, train_loss=None)]})
+    r = client.post(
+        f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(4, train_loss=None)]}
+    )
     assert r.json()["accepted"] == 1
     r = client.post(f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": []})
     assert r.status_code == 422
-    r = client.post(f"/v1/jobs/{job_id}/checkpoints", headers=h, json={"uri": "file:///c", "epoch": 99})
+    r = client.post(
+        f"/v1/jobs/{job_id}/checkpoints", headers=h, json={"uri": "file:///c", "epoch": 99}
+    )
     assert r.status_code == 422 and "outside" in r.json()["detail"]
     r = client.post(f"/v1/jobs/{job_id}/finish", headers=h, json={"status": "failed"})
     assert r.status_code == 422 and "error_kind" in r.json()["detail"]

@@ -56,7 +56,12 @@ def test_approve_and_reject_record_the_answer(client: TestClient) -> None:
         with sessions() as s:
             row = s.get(Run, run["id"])
             row.status = "awaiting_approval"
-            row.pending_approval = {"action": "redesign", "rationale": "why", "changes": {}, "diff": "-a\n+b"}
+            row.pending_approval = {
+                "action": "redesign",
+                "rationale": "why",
+                "changes": {},
+                "diff": "-a\n+b",
+            }
             s.commit()
         shown = client.get(f"/v1/runs/{run['id']}").json()
         assert shown["pending_approval"]["diff"] == "-a\n+b"
@@ -85,9 +90,16 @@ def test_read_endpoints_of_a_new_run(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("path", "method"),
-    [("/v1/runs/nope", "get"), ("/v1/runs/nope/cancel", "post"), ("/v1/runs/nope/jobs", "get"),
-     ("/v1/runs/nope/metrics", "get"), ("/v1/runs/nope/decisions", "get"),
-     ("/v1/runs/nope/architectures", "get"), ("/v1/runs/nope/report", "get"), ("/v1/jobs/nope", "get")],
+    [
+        ("/v1/runs/nope", "get"),
+        ("/v1/runs/nope/cancel", "post"),
+        ("/v1/runs/nope/jobs", "get"),
+        ("/v1/runs/nope/metrics", "get"),
+        ("/v1/runs/nope/decisions", "get"),
+        ("/v1/runs/nope/architectures", "get"),
+        ("/v1/runs/nope/report", "get"),
+        ("/v1/jobs/nope", "get"),
+    ],
 )
 def test_unknown_ids_are_404(client: TestClient, path: str, method: str) -> None:
     r = getattr(client, method)(path)

@@ -1,4 +1,4 @@
-"""Worker endpoints: spec, summaries (idempotent), checkpoints, heartbeat, finish; job-token scope."""
+"""Worker endpoints: spec, summaries (idempotent), checkpoints, heartbeat, finish; token scope."""
 
 from __future__ import annotations
 
@@ -29,9 +29,13 @@ def test_spec_with_job_token(client: TestClient) -> None:
 def test_summaries_are_idempotent(client: TestClient) -> None:
     run_id, job_id, token = _run_and_job(client)
     h = _bearer(token)
-    r = client.post(f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(0), summary(1)]})
+    r = client.post(
+        f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(0), summary(1)]}
+    )
     assert r.status_code == 200 and r.json() == {"accepted": 2, "duplicates": 0}
-    r = client.post(f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(1), summary(2)]})
+    r = client.post(
+        f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(1), summary(2)]}
+    )
     assert r.json() == {"accepted": 1, "duplicates": 1}
     r = client.post(f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(2)]})
     assert r.status_code == 200 and r.json() == {"accepted": 0, "duplicates": 1}
@@ -44,19 +48,36 @@ def test_summaries_are_idempotent(client: TestClient) -> None:
 def test_checkpoint_heartbeat_finish(client: TestClient) -> None:
     run_id, job_id, token = _run_and_job(client)
     h = _bearer(token)
-    assert client.post(f"/v1/jobs/{job_id}/heartbeat", headers=h, json={"epoch": 0}).json() == {"cancel_requested": False}
+    assert client.post(f"/v1/jobs/{job_id}/heartbeat", headers=h, json={"epoch": 0}).json() == {
+        "cancel_requested": False
+    }
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
-    r = client.post(f"/v1/jobs/{job_id}/checkpoints", headers=h, json={"uri": "file:///x/ckpt-1.pt", "epoch": 1})
+    r = client.post(
+        f"/v1/jobs/{job_id}/checkpoints", headers=h, json={"uri": "file:///x/ckpt-1.pt", "epoch": 1}
+    )
     assert r.status_code == 200
-    client.post(f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(0), summary(1)]})
-    r = client.post(f"/v1/jobs/{job_id}/finish", headers=h, json={"status": "succeeded", "exit_code": 0, "test_accuracy": 0.5})
+    client.post(
+        f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(0), summary(1)]}
+    )
+    r = client.post(
+        f"/v1/jobs/{job_id}/finish",
+        headers=h,
+        json={"status": "succeeded", "exit_code": 0, "test_accuracy": 0.5},
+    )
     assert r.status_code == 200
     job = r.json()
     assert job["status"] == "succeeded" and job["checkpoint_uri"] == "file:///x/ckpt-1.pt"
     assert job["best_val_accuracy"] == summary(1)["val_accuracy"] and job["test_accuracy"] == 0.5
     # The same finish again is idempotent; a different one conflicts.
-    assert client.post(f"/v1/jobs/{job_id}/finish", headers=h, json={"status": "succeeded"}).status_code == 200
-    r = client.post(f"/v1/jobs/{job_id}/finish", headers=h, json={"status": "failed", "error_kind": "code"})
+    assert (
+        client.post(
+            f"/v1/jobs/{job_id}/finish", headers=h, json={"status": "succeeded"}
+        ).status_code
+        == 200
+    )
+    r = client.post(
+        f"/v1/jobs/{job_id}/finish", headers=h, json={"status": "failed", "error_kind": "code"}
+    )
     assert r.status_code == 409
 
 
@@ -77,7 +98,14 @@ def test_auth(client: TestClient) -> None:
     # A job token reaches only its own job.
     r = client.get(f"/v1/jobs/{other_job}/spec", headers=_bearer(token))
     assert r.status_code == 403 and "another job" in r.json()["detail"]
-    assert client.post(f"/v1/jobs/{other_job}/summaries", headers=_bearer(token), json={"summaries": [summary(0)]}).status_code == 403
+    assert (
+        client.post(
+            f"/v1/jobs/{other_job}/summaries",
+            headers=_bearer(token),
+            json={"summaries": [summary(0)]},
+        ).status_code
+        == 403
+    )
     assert client.get("/v1/runs", headers=_bearer(token)).status_code == 403
     assert client.get(f"/v1/jobs/{job_id}", headers=_bearer(token)).status_code == 403
     # The user may read any job's spec.
@@ -88,6 +116,10 @@ def test_summaries_on_postgres(pg_client: TestClient) -> None:
     run = pg_client.post("/v1/runs", json=run_body()).json()
     job_id, token = add_job(pg_client, run["id"], epochs=3)
     h = _bearer(token)
-    assert pg_client.post(f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(0), summary(1)]}).json() == {"accepted": 2, "duplicates": 0}
-    assert pg_client.post(f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(0), summary(2)]}).json() == {"accepted": 1, "duplicates": 1}
+    assert pg_client.post(
+        f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(0), summary(1)]}
+    ).json() == {"accepted": 2, "duplicates": 0}
+    assert pg_client.post(
+        f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(0), summary(2)]}
+    ).json() == {"accepted": 1, "duplicates": 1}
     assert len(pg_client.get(f"/v1/runs/{run['id']}/metrics").json()) == 3

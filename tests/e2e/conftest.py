@@ -23,7 +23,12 @@ class Stack:
         self.settings = settings
         self.api = ApiClient(url, USER_TOKEN, timeout=60)
 
-    def wait(self, run_id: str, timeout_s: float = 600, until: tuple[str, ...] = ("succeeded", "failed", "cancelled")) -> dict[str, Any]:
+    def wait(
+        self,
+        run_id: str,
+        timeout_s: float = 600,
+        until: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             run = self.api.get(f"/v1/runs/{run_id}")
@@ -36,8 +41,11 @@ class Stack:
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     settings = Settings(
-        home=tmp_path / "home", api_tokens=[USER_TOKEN], port=free_port(),
-        controller_interval_s=0.3, sandbox_timeout_s=120,
+        home=tmp_path / "home",
+        api_tokens=[USER_TOKEN],
+        port=free_port(),
+        controller_interval_s=0.3,
+        sandbox_timeout_s=120,
     )
     with embedded_server(settings) as url:
         yield Stack(url, settings)

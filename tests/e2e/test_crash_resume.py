@@ -35,13 +35,17 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
-        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {USER_TOKEN}"}, timeout=30)
+        self.http = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {USER_TOKEN}"}, timeout=30
+        )
 
     def start(self) -> None:
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli.main", "serve", "--embedded"],
-            env=self.env, stdout=out, stderr=subprocess.STDOUT,
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -75,12 +79,15 @@ def test_killed_control_plane_resumes(tmp_path: Path) -> None:
     server = Server(tmp_path / "home", free_port(), tmp_path / "server.log")
     server.start()
     try:
-        run = server.http.post("/v1/runs", json={
-            "model_source": TINY_MODEL,
-            "dataset": {"name": "synthetic", "synthetic_samples": 512},
-            "hyperparameters": {"optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9},
-            "budget": {"epochs_per_job": 3, "max_jobs": 3, "patience": 10},
-        }).json()
+        run = server.http.post(
+            "/v1/runs",
+            json={
+                "model_source": TINY_MODEL,
+                "dataset": {"name": "synthetic", "synthetic_samples": 512},
+                "hyperparameters": {"optimizer": "sgd", "learning_rate": 0.05, "momentum": 0.9},
+                "budget": {"epochs_per_job": 3, "max_jobs": 3, "patience": 10},
+            },
+        ).json()
         rid = run["id"]
 
         def jobs() -> list[dict[str, Any]]:
@@ -92,12 +99,19 @@ def test_killed_control_plane_resumes(tmp_path: Path) -> None:
         time.sleep(1.0)
         server.start()
         # 2. Around the hand-over: the first job has ended, the next may or may not exist yet.
-        _wait(lambda: any(j["status"] == "succeeded" for j in jobs()), 180, "the first job to end", 0.05)
+        _wait(
+            lambda: any(j["status"] == "succeeded" for j in jobs()),
+            180,
+            "the first job to end",
+            0.05,
+        )
         server.kill()
         server.start()
         final = _wait(
             lambda: (r := server.get(f"/v1/runs/{rid}"))["status"] in ("succeeded", "failed") and r,
-            300, "the run to end", 0.5,
+            300,
+            "the run to end",
+            0.5,
         )
         all_jobs = jobs()
         keys = [(j["generation"], j["attempt"]) for j in all_jobs]

@@ -213,7 +213,9 @@ def test_a_restarted_executor_adopts_a_live_worker(tmp_path: Path) -> None:
         (work / "pid").write_text(str(proc.pid))
         executor = LocalExecutor(settings)
         try:
-            assert executor.status(["local-gp-x-g0-a1-abc"])["local-gp-x-g0-a1-abc"].state == "running"
+            assert (
+                executor.status(["local-gp-x-g0-a1-abc"])["local-gp-x-g0-a1-abc"].state == "running"
+            )
             executor.cancel("local-gp-x-g0-a1-abc", "test")
             proc.wait(timeout=10)
             st = executor.status(["local-gp-x-g0-a1-abc"])["local-gp-x-g0-a1-abc"]

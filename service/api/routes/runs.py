@@ -114,10 +114,16 @@ def run_diff(
 def run_report(run_id: str, state: State, session: DbSession, _: User) -> Response:
     run = run_ops.get_run(session, run_id)
     if not run.report_uri:
-        raise NotFound(f"run {run_id} has no report yet (status {run.status}); it is written when the run ends")
+        raise NotFound(
+            f"run {run_id} has no report yet (status {run.status}); it is written when the run ends"
+        )
     from service.artifacts import read_url
 
-    body = read_url(run.report_uri, endpoint_url=state.settings.aws_endpoint_url, region=state.settings.aws_region)
+    body = read_url(
+        run.report_uri,
+        endpoint_url=state.settings.aws_endpoint_url,
+        region=state.settings.aws_region,
+    )
     return Response(body, media_type="text/markdown; charset=utf-8")
 
 

@@ -7,8 +7,8 @@ from starlette.concurrency import run_in_threadpool
 
 from service import jobs as job_ops
 from service.api.deps import ApiState, DbSession, JobCaller, State, User
-from service.ingest import summary_rows
 from service.errors import Conflict
+from service.ingest import summary_rows
 from service.schemas.jobs import CheckpointIn, HeartbeatIn, JobFinish, JobPublic, JobSpec
 from service.schemas.summaries import EpochSummaryAck, EpochSummaryBatch
 
@@ -45,7 +45,9 @@ def _bounds(state: ApiState, job_id: str) -> job_ops.JobBounds:
 
 
 @router.post("/{job_id}/checkpoints", summary="Register a checkpoint (worker)")
-def post_checkpoint(job_id: str, body: CheckpointIn, session: DbSession, _: JobCaller) -> dict[str, str]:
+def post_checkpoint(
+    job_id: str, body: CheckpointIn, session: DbSession, _: JobCaller
+) -> dict[str, str]:
     job = job_ops.get_job(session, job_id)
     job_ops.register_checkpoint(session, job, body)
     session.commit()
@@ -53,7 +55,9 @@ def post_checkpoint(job_id: str, body: CheckpointIn, session: DbSession, _: JobC
 
 
 @router.post("/{job_id}/heartbeat", summary="The worker is alive (worker)")
-def post_heartbeat(job_id: str, body: HeartbeatIn, session: DbSession, _: JobCaller) -> dict[str, bool]:
+def post_heartbeat(
+    job_id: str, body: HeartbeatIn, session: DbSession, _: JobCaller
+) -> dict[str, bool]:
     job = job_ops.get_job(session, job_id)
     if job.status in ("succeeded", "failed"):
         raise Conflict(f"job {job_id} has already ended ({job.status})")
