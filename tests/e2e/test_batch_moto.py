@@ -74,7 +74,9 @@ def test_run_on_batch_against_moto(
                     played.add(job["external_id"])
                     described = batch.describe_jobs(jobs=[job["external_id"]])["jobs"][0]
                     assert described["jobName"].endswith(f"-g{job['generation']}-a{job['attempt']}")
-                    worker_env = {e["name"]: e["value"] for e in described["container"]["environment"]}
+                    worker_env = {
+                        e["name"]: e["value"] for e in described["container"]["environment"]
+                    }
                     proc = subprocess.run(
                         [sys.executable, "-m", "worker"],
                         env={**aws_env, "PATH": os.environ["PATH"], **worker_env},
@@ -89,10 +91,7 @@ def test_run_on_batch_against_moto(
         assert len(played) == 2
     s3 = boto3.client("s3", endpoint_url=moto_server, region_name="us-east-1")
     bucket, _, prefix = env["GRADPILOT_ARTIFACT_URL"].removeprefix("s3://").partition("/")
-    keys = [
-        o["Key"]
-        for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
-    ]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
     assert any(k.endswith(f"runs/{run['id']}/report.md") for k in keys), keys
     assert any(k.endswith(f"runs/{run['id']}/figure.png") for k in keys), keys
     assert any("/checkpoints/" in k and k.endswith(".pt") for k in keys), keys

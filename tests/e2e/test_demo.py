@@ -18,7 +18,11 @@ def test_demo_fixes_the_flawed_network(tmp_path: Path) -> None:
     env["GRADPILOT_HOME"] = str(tmp_path / "home")
     out = subprocess.run(
         [sys.executable, "-m", "service.cli.main", "demo", "--json"],
-        env=env, capture_output=True, text=True, timeout=1200, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
     )
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads(out.stdout)
