@@ -17,8 +17,7 @@ from torch import nn
 
 def build_model(input_shape, num_classes):
     c, h, w = input_shape
-    hidden = nn.Linear(c * h * w, 32)
-    return nn.Sequential(nn.Flatten(), hidden, nn.ReLU(), nn.Linear(32, num_classes))
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 32), nn.ReLU(), nn.Linear(32, num_classes))
 """
 
 

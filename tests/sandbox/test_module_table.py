@@ -58,7 +58,24 @@ def live_table() -> dict[str, dict[str, str]]:
 
 
 def test_table_matches_the_installed_modules() -> None:
-    assert live_table() == SUBMODULES
+    # A fresh interpreter: what other tests imported (torch loads submodules lazily) would
+    # otherwise show up as attributes and make the comparison depend on test order.
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, tests.sandbox.test_module_table as t; print(json.dumps(t.live_table()))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert json.loads(out.stdout) == SUBMODULES
 
 
 def test_no_dangerous_module_is_allowed_or_reachable() -> None:
