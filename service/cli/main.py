@@ -93,7 +93,9 @@ def demo(
     """Run the offline demo: a deep sigmoid CNN on digits, diagnosed and fixed offline."""
     from service.demo import run_demo
 
-    run_demo(as_json=as_json)
+    result = run_demo(as_json=as_json)
+    if result["status"] != "succeeded":
+        raise typer.Exit(1)
 
 
 def main() -> None:

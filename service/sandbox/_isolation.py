@@ -25,6 +25,7 @@ import ctypes.util
 import os
 import resource
 import signal
+import sys
 from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
@@ -137,7 +138,12 @@ def private_tmp(scratch: Path) -> list[str]:
         return []
     done = []
     options = f"size={TMPFS_SIZE},mode=1777".encode()
+    needed = _interpreter_paths()
     for folder in ("/tmp", "/var/tmp", "/dev/shm"):
+        if any(p == folder or p.startswith(folder + "/") for p in needed):
+            # The interpreter, its packages or the project live there (a checkout under /tmp):
+            # hiding the folder would hide them. The scratch tmpfs below still isolates writes.
+            continue
         if os.path.isdir(folder) and not os.path.islink(folder):
             flags = MS_NOSUID | MS_NODEV
             if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", flags, options) == 0:
@@ -150,6 +156,14 @@ def private_tmp(scratch: Path) -> list[str]:
         done.append("scratch")
     os.chdir(scratch)
     return ["private-tmp"] if done else []
+
+
+def _interpreter_paths() -> set[str]:
+    """Folders this interpreter must still read after the mounts: its prefixes, its import
+    path and the project (resolved, since a venv's python is often a symlink)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, str(Path(__file__).resolve().parents[2])}
+    paths.update(p for p in sys.path if p)
+    return {os.path.realpath(p) for p in paths} | paths
 
 
 def apply_static_limits(extra_processes: int = EXTRA_PROCESSES) -> list[str]:
