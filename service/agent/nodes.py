@@ -490,39 +490,25 @@ class AgentNodes:
             new_hp, applied = clamp_changes(
                 Hyperparameters.model_validate(state["hyperparameters"]), hp_proposal.changes
             )
-            old_source = ctx.source
-            version = self._next_version(session, run.id)
-            proposal = {
-                "action": "redesign",
-                "rationale": rationale,
-                "source": source,
-                "author": author,
-                "parameters": parameters,
-                "version": version,
-                "diff": unified_diff(
-                    old_source,
-                    source,
-                    f"v{state['architecture_version']}/model.py",
-                    f"v{version}/model.py",
-                ),
-                "changes": {
-                    "architecture_version": version,
-                    **{
-                        k: {"value": v, "reason": hp_proposal.reasons.get(k, "")}
-                        for k, v in applied.items()
-                    },
+            proposal = self._architecture_proposal(
+                session,
+                run,
+                state,
+                "redesign",
+                source,
+                rationale,
+                author=author,
+                parameters=parameters,
+                old_source=ctx.source,
+                usage=usage.add(hp_usage),
+                hyperparameters=new_hp.model_dump(mode="json"),
+                changes={
+                    k: {"value": v, "reason": hp_proposal.reasons.get(k, "")}
+                    for k, v in applied.items()
                 },
-                "hyperparameters": new_hp.model_dump(mode="json"),
-                "needs_approval": needs_approval(run.approval, "redesign"),
-                "usage": usage.add(hp_usage).__dict__,
-                "approved": None,
-            }
-            return {
-                "proposal": proposal,
-                **self._apply_if_auto(
-                    session, run, {**state, "proposal": proposal}, "redesign", True
-                ),
-            }  # type: ignore[dict-item]
+            )
+            st: AgentState = {**state, "proposal": proposal}
+            return {"proposal": proposal, **self._apply_if_auto(session, run, st, "redesign", True)}
 
     def repair(self, state: AgentState) -> dict[str, Any]:
         """Repair model code that raised (in the sandbox or in a job); redesign if it cannot."""
@@ -573,29 +559,22 @@ class AgentNodes:
                 )
                 action = "redesign"
             source, explanation, parameters = fixed
-            version = self._next_version(session, run.id)
             last_epoch = outcome.get("last_epoch")
-            epoch_start = state["epoch_start"] if last_epoch is None else last_epoch + 1
-            proposal = {
-                "action": action,
-                "rationale": explanation,
-                "source": source,
-                "author": author,
-                "parameters": parameters,
-                "version": version,
-                "diff": unified_diff(
-                    ctx.source,
-                    source,
-                    f"v{state['architecture_version']}/model.py",
-                    f"v{version}/model.py",
-                ),
-                "changes": {"architecture_version": version},
-                "hyperparameters": state["hyperparameters"],
-                "needs_approval": needs_approval(run.approval, action),
-                "usage": usage.__dict__,
-                "approved": None,
-                "epoch_start": epoch_start,
-            }
+            proposal = self._architecture_proposal(
+                session,
+                run,
+                state,
+                action,
+                source,
+                explanation,
+                author=author,
+                parameters=parameters,
+                old_source=ctx.source,
+                usage=usage,
+                hyperparameters=state["hyperparameters"],
+                changes={},
+                epoch_start=state["epoch_start"] if last_epoch is None else last_epoch + 1,
+            )
             st: AgentState = {**state, "proposal": proposal, "repairs": repairs}
             return {
                 "proposal": proposal,
@@ -741,6 +720,46 @@ class AgentNodes:
             select(func.max(Architecture.version)).where(Architecture.run_id == run_id)
         ).scalar_one()
         return int(latest or 0) + 1
+
+    def _architecture_proposal(
+        self,
+        session: Session,
+        run: Run,
+        state: AgentState,
+        action: str,
+        source: str,
+        rationale: str,
+        *,
+        author: str,
+        parameters: int | None,
+        old_source: str,
+        usage: Usage,
+        hyperparameters: dict[str, Any],
+        changes: dict[str, Any],
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """A validated new architecture, waiting to be applied (now, or once approved)."""
+        version = self._next_version(session, run.id)
+        return {
+            "action": action,
+            "rationale": rationale,
+            "source": source,
+            "author": author,
+            "parameters": parameters,
+            "version": version,
+            "diff": unified_diff(
+                old_source,
+                source,
+                f"v{state['architecture_version']}/model.py",
+                f"v{version}/model.py",
+            ),
+            "changes": {"architecture_version": version, **changes},
+            "hyperparameters": hyperparameters,
+            "needs_approval": needs_approval(run.approval, action),
+            "usage": usage.__dict__,
+            "approved": None,
+            **extra,
+        }
 
     def _write_validated(
         self, run: Run, ctx: AdvisorContext
