@@ -26,6 +26,7 @@ import os
 import resource
 import signal
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
@@ -36,6 +37,9 @@ CLONE_NEWNET = 0x40000000
 
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
+MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
 MS_REC = 0x4000
 MS_PRIVATE = 1 << 18
 
@@ -140,14 +144,25 @@ def private_tmp(scratch: Path) -> list[str]:
     options = f"size={TMPFS_SIZE},mode=1777".encode()
     needed = _interpreter_paths()
     for folder in ("/tmp", "/var/tmp", "/dev/shm"):
-        if any(p == folder or p.startswith(folder + "/") for p in needed):
-            # The interpreter, its packages or the project live there (a checkout under /tmp):
-            # hiding the folder would hide them. The scratch tmpfs below still isolates writes.
+        if not os.path.isdir(folder) or os.path.islink(folder):
             continue
-        if os.path.isdir(folder) and not os.path.islink(folder):
-            flags = MS_NOSUID | MS_NODEV
-            if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", flags, options) == 0:
-                done.append(folder)
+        # The interpreter, its packages or the project may live there (a checkout under /tmp):
+        # hold them open, mask the folder, then bind them back read-only at the same paths.
+        keep = _outermost(p for p in needed if p.startswith(folder + "/") and os.path.isdir(p))
+        held = {p: os.open(p, os.O_PATH | os.O_DIRECTORY) for p in keep}
+        try:
+            if libc.mount(b"tmpfs", folder.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, options) != 0:
+                continue
+            for path, fd in held.items():
+                os.makedirs(path, exist_ok=True)
+                source = f"/proc/self/fd/{fd}".encode()
+                if libc.mount(source, path.encode(), None, MS_BIND | MS_REC, None) != 0:
+                    raise OSError(ctypes.get_errno(), f"cannot bind {path} back into {folder}")
+                libc.mount(None, path.encode(), None, MS_BIND | MS_REMOUNT | MS_RDONLY, None)
+            done.append(folder)
+        finally:
+            for fd in held.values():
+                os.close(fd)
     # The scratch directory may now be hidden under a fresh /tmp; recreate it and mount a
     # private tmpfs on it, so that the model's files never reach the real disk.
     scratch.mkdir(parents=True, exist_ok=True)
@@ -156,6 +171,15 @@ def private_tmp(scratch: Path) -> list[str]:
         done.append("scratch")
     os.chdir(scratch)
     return ["private-tmp"] if done else []
+
+
+def _outermost(paths: Iterable[str]) -> list[str]:
+    """The paths not inside another one of them."""
+    out: list[str] = []
+    for p in sorted(set(paths)):
+        if not any(p == q or p.startswith(q + "/") for q in out):
+            out.append(p)
+    return out
 
 
 def _interpreter_paths() -> set[str]:
