@@ -8,9 +8,9 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request, Response
-from fastapi.security import HTTPAuthorizationCredentials
 
-from service.api.deps import ApiState, State, get_principal
+from service import auth
+from service.api.deps import ApiState, State
 from service.auth import Principal
 from service.errors import Unauthorized
 
@@ -24,13 +24,9 @@ def principal_for(state: ApiState, token: str | None) -> Principal | None:
     """The user behind ``token``, or None when it is missing, unknown or a job's token."""
     if not token:
         return None
-    try:
-        principal = get_principal(
-            state, HTTPAuthorizationCredentials(scheme="Bearer", credentials=token)
-        )
-    except Unauthorized:
-        return None
-    return principal if principal.kind == "user" else None
+    with state.sessions() as session:
+        principal = auth.lookup(session, token, state.user_digests)
+    return principal if principal is not None and principal.kind == "user" else None
 
 
 def safe_next(target: str | None) -> str:
