@@ -218,10 +218,10 @@ def libpq_url(sqlalchemy_url: str) -> str:
     return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
-def round_floats(value: Any, digits: int = 4) -> Any:
-    """Round every float in a nested structure (reports stay readable)."""
+def round_floats(value: Any, digits: int = 5) -> Any:
+    """Round every float in a nested structure to ``digits`` significant digits."""
     if isinstance(value, float):
-        return round(value, digits) if math.isfinite(value) else value
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else value
     if isinstance(value, dict):
         return {k: round_floats(v, digits) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -85,4 +85,6 @@ def deploy(url: str) -> dict[str, str]:
     with warnings.catch_warnings():
         # moto has no CloudFormation model for AWS::S3::BucketPolicy and says so.
         warnings.simplefilter("ignore", UserWarning)
-        return deploy_stack({"ArtifactBucketName": "gp-bench-artifacts"}, endpoint_url=url, poll_s=0.2)
+        return deploy_stack(
+            {"ArtifactBucketName": "gp-bench-artifacts"}, endpoint_url=url, poll_s=0.2
+        )

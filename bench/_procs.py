@@ -48,6 +48,12 @@ def tree_cpu_seconds(root: int) -> float:
     return total
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU seconds of every live ``postgres`` process (the server and its backends)."""
-    return sum(cpu for name, _, cpu in _all().values() if name.startswith("postgres"))
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds of every live ``postgres`` process (the server and its backends), by pid."""
+    return {pid: cpu for pid, (name, _, cpu) in _all().items() if name.startswith("postgres")}
+
+
+def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two snapshots by the processes alive at the second (a backend
+    that exited in between is lost, never counted negative)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())

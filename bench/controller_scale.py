@@ -38,6 +38,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from sqlalchemy import func, select
+
 from bench import _common, _moto
 
 TARGET_CYCLE_S = 2.0
@@ -107,9 +109,7 @@ def make_fleet(settings: Any, sessions: Any, executor: Any, n: int) -> dict[str,
             )
             session.add(run)
             session.flush()
-            session.add(
-                Architecture(run_id=run.id, version=0, source="# fleet", sha256="0" * 64)
-            )
+            session.add(Architecture(run_id=run.id, version=0, source="# fleet", sha256="0" * 64))
             job = Job(
                 run_id=run.id,
                 generation=0,
@@ -178,7 +178,9 @@ def timed_status(executor: Any, sink: list[float]) -> None:
     executor.status = status
 
 
-def one_cycle(controller: Any, counter: CallCounter, status_times: list[float], *, full: bool) -> dict[str, Any]:
+def one_cycle(
+    controller: Any, counter: CallCounter, status_times: list[float], *, full: bool
+) -> dict[str, Any]:
     # The controller sweeps every active run when 30 s have passed since its last sweep.
     controller._last_sweep = 0.0 if full else time.monotonic()
     before = counter.snapshot()
@@ -201,6 +203,21 @@ def one_cycle(controller: Any, counter: CallCounter, status_times: list[float], 
 
 
 def measure(n_jobs: int, cycles: int) -> dict[str, Any]:
+    """Set up moto, the stack, Postgres and the fleet; measure the cycles."""
+    result: dict[str, Any] = {"jobs": n_jobs}
+    saved = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="gp-bench-controller-") as tmp:
+        # boto3 in this process talks to moto only, with credentials only moto accepts.
+        os.environ.update(_moto.fake_aws_environment(Path(tmp)))
+        try:
+            _measure(result, n_jobs, cycles, Path(tmp))
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    return result
+
+
+def _measure(result: dict[str, Any], n_jobs: int, cycles: int, tmp: Path) -> None:
     from service.controller.reconcile import Controller
     from service.db.migrate import upgrade
     from service.db.models import Job
@@ -208,66 +225,60 @@ def measure(n_jobs: int, cycles: int) -> dict[str, Any]:
     from service.executors.batch import BatchExecutor
     from service.settings import Settings
 
-    result: dict[str, Any] = {"jobs": n_jobs}
-    with tempfile.TemporaryDirectory(prefix="gp-bench-controller-") as tmp:
-        os.environ.update(_moto.fake_aws_environment(Path(tmp)))
-        t0 = time.perf_counter()
-        with _moto.moto_server() as url, _common.scratch_database() as db_url:
-            outputs = _moto.deploy(url)
-            result["setup_s"] = time.perf_counter() - t0
-            upgrade(db_url)
-            settings = Settings(
-                home=Path(tmp) / "home",
-                database_url=db_url,
-                executor="batch",
-                batch_job_queue=outputs["JobQueueName"],
-                batch_job_definition=outputs["JobDefinitionName"],
-                artifact_url=outputs["ArtifactUrl"],
-                aws_endpoint_url=url,
-            )
-            engine = make_engine(db_url)
-            sessions = make_sessionmaker(engine)
-            executor = BatchExecutor(settings)
-            counter = CallCounter(executor.client)
-            before = counter.snapshot()
-            fleet = make_fleet(settings, sessions, executor, n_jobs)
-            result["submit"] = {
-                "seconds": fleet["submit_s"],
-                "jobs_per_s": n_jobs / fleet["submit_s"],
-                "distinct_external_ids": fleet["distinct_external_ids"],
-                **counter.since(before),
-            }
-            graph = WaitingGraph(fleet["job_of_run"])
-            controller = Controller(settings, sessions, executor, graph)
-            status_times: list[float] = []
-            timed_status(executor, status_times)
+    t0 = time.perf_counter()
+    with _moto.moto_server() as url, _common.scratch_database() as db_url:
+        outputs = _moto.deploy(url)
+        result["setup_s"] = time.perf_counter() - t0
+        upgrade(db_url)
+        settings = Settings(
+            home=Path(tmp) / "home",
+            database_url=db_url,
+            executor="batch",
+            batch_job_queue=outputs["JobQueueName"],
+            batch_job_definition=outputs["JobDefinitionName"],
+            artifact_url=outputs["ArtifactUrl"],
+            aws_endpoint_url=url,
+        )
+        engine = make_engine(db_url)
+        sessions = make_sessionmaker(engine)
+        executor = BatchExecutor(settings)
+        counter = CallCounter(executor.client)
+        before = counter.snapshot()
+        fleet = make_fleet(settings, sessions, executor, n_jobs)
+        result["submit"] = {
+            "seconds": fleet["submit_s"],
+            "jobs_per_s": n_jobs / fleet["submit_s"],
+            "distinct_external_ids": fleet["distinct_external_ids"],
+            **counter.since(before),
+        }
+        graph = WaitingGraph(fleet["job_of_run"])
+        controller = Controller(settings, sessions, executor, graph)
+        status_times: list[float] = []
+        timed_status(executor, status_times)
 
-            # Warm-up: the first sight of each ended job starts its grace period.
-            result["first_cycle"] = one_cycle(controller, counter, status_times, full=False)
-            steady = [one_cycle(controller, counter, status_times, full=False) for _ in range(cycles)]
-            result["steady_cycles"] = steady
-            result["steady"] = {
-                "median_s": statistics.median(c["seconds"] for c in steady),
-                "max_s": max(c["seconds"] for c in steady),
-                "batch_status_median_s": statistics.median(c["batch_status_s"] for c in steady),
-                "describe_jobs_max": max(c["describe_jobs"] for c in steady),
-                "batch_calls_max": max(sum(c["batch_operations"].values()) for c in steady),
-                "jobs_synced": steady[-1]["jobs_synced"],
-            }
-            result["full_sweep_cycle"] = one_cycle(controller, counter, status_times, full=True)
+        # Warm-up: the first sight of each ended job starts its grace period.
+        result["first_cycle"] = one_cycle(controller, counter, status_times, full=False)
+        steady = [one_cycle(controller, counter, status_times, full=False) for _ in range(cycles)]
+        result["steady_cycles"] = steady
+        result["steady"] = {
+            "median_s": statistics.median(c["seconds"] for c in steady),
+            "max_s": max(c["seconds"] for c in steady),
+            "batch_status_median_s": statistics.median(c["batch_status_s"] for c in steady),
+            "describe_jobs_max": max(c["describe_jobs"] for c in steady),
+            "batch_calls_max": max(sum(c["batch_operations"].values()) for c in steady),
+            "jobs_synced": steady[-1]["jobs_synced"],
+        }
+        result["full_sweep_cycle"] = one_cycle(controller, counter, status_times, full=True)
 
-            controller.settings = settings.model_copy(update={"job_report_grace_s": 0.0})
-            result["finishing_cycle"] = one_cycle(controller, counter, status_times, full=False)
-            result["outcomes_delivered"] = len(graph.resumed)
-            with sessions() as session:
-                from sqlalchemy import func, select
-
-                result["jobs_succeeded"] = session.execute(
-                    select(func.count(Job.id)).where(Job.status == "succeeded")
-                ).scalar_one()
-            executor.close()
-            engine.dispose()
-    return result
+        controller.settings = settings.model_copy(update={"job_report_grace_s": 0.0})
+        result["finishing_cycle"] = one_cycle(controller, counter, status_times, full=False)
+        result["outcomes_delivered"] = len(graph.resumed)
+        with sessions() as session:
+            result["jobs_succeeded"] = session.execute(
+                select(func.count(Job.id)).where(Job.status == "succeeded")
+            ).scalar_one()
+        executor.close()
+        engine.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:

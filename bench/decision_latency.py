@@ -268,11 +268,13 @@ def one_run(h: Harness, index: int) -> list[dict[str, Any]]:
 
 
 def measure(runs: int, database_url: str | None) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="gp-bench-decisions-") as tmp:
-        with harness(Path(tmp) / "home", database_url) as h:
-            records = []
-            for i in range(runs):
-                records += one_run(h, i)
+    records: list[dict[str, Any]] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="gp-bench-decisions-") as tmp,
+        harness(Path(tmp) / "home", database_url) as h,
+    ):
+        for i in range(runs):
+            records += one_run(h, i)
     by_action: dict[str, dict[str, Any]] = {}
     for action in sorted({str(r["action"]) for r in records}):
         mine = [r for r in records if r["action"] == action]

@@ -18,6 +18,7 @@ training throughput (samples/s) on ``digits``. Figures are printed, not asserted
     python bench/monitor_overhead.py            # CPU, and CUDA when present
     python bench/monitor_overhead.py --tiny     # a quick run
     python bench/monitor_overhead.py --json     # machine-readable
+    python bench/monitor_overhead.py --out F    # also write the JSON to F (python -m bench does)
 """
 
 from __future__ import annotations
@@ -249,6 +250,7 @@ def digits_throughput(device: torch.device, epochs: int, batch: int) -> dict[str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="print JSON only")
+    parser.add_argument("--out", type=Path, help="also write the JSON report to this file")
     parser.add_argument("--tiny", action="store_true", help="a quick, rough run")
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--skip-digits", action="store_true")
@@ -297,11 +299,88 @@ def main(argv: list[str] | None = None) -> int:
                 device, epochs=1 if args.tiny else 3, batch=64
             )
 
+    report["headline"] = headline(report)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print_report(report)
     return 0
+
+
+def headline(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows ``python -m bench`` shows: step-time ratios, ops per step, throughput."""
+    rows: list[dict[str, Any]] = []
+    for t in report["step_time"]:
+        where = f"{t['device']}, batch {t['batch']}{', bf16' if t['amp_bf16'] else ''}"
+        cuda = t["device"].startswith("cuda")
+        for variant, target in (("monitor", "≤ 1.02 on CUDA"), ("reference", None)):
+            ratio = t["ratio_to_none"][variant]
+            rows.append(
+                {
+                    "figure": f"step time with {variant} ({where})",
+                    "value": t["step_ms"][variant],
+                    "unit": "ms",
+                    "baseline": t["step_ms"]["none"],
+                    "baseline_name": "no monitoring",
+                    "ratio": ratio,
+                    "target": target if variant == "monitor" else "(the reference's method)",
+                    "met": (ratio <= 1.02) if (variant == "monitor" and cuda) else None,
+                    "note": f"noise floor (unmonitored twice): {t['ratio_to_none']['none_again']}",
+                }
+            )
+    for device, sizes in report["ops_per_step"].items():
+        few, many = sizes[0], sizes[-1]
+        rows.append(
+            {
+                "figure": f"ops the monitor adds per step ({device})",
+                "value": many["monitor"]["aten_ops"],
+                "unit": "ops",
+                "baseline": few["monitor"]["aten_ops"],
+                "baseline_name": f"{few['parameter_tensors']} vs {many['parameter_tensors']} "
+                "parameter tensors",
+                "ratio": many["monitor"]["aten_ops"] / few["monitor"]["aten_ops"]
+                if few["monitor"]["aten_ops"]
+                else None,
+                "target": "constant in the tensor count",
+                "met": many["monitor"]["aten_ops"] == few["monitor"]["aten_ops"],
+                "note": f"reference: {many['reference']['aten_ops']} ops at "
+                f"{many['parameter_tensors']} tensors",
+            }
+        )
+    for device, check in report["sync_check"].items():
+        if check.get("checked"):
+            rows.append(
+                {
+                    "figure": f"host syncs per monitored step ({device})",
+                    "value": check["host_syncs_per_step"],
+                    "unit": "",
+                    "baseline": None,
+                    "baseline_name": None,
+                    "ratio": None,
+                    "target": "0",
+                    "met": check["host_syncs_per_step"] == 0,
+                    "note": None,
+                }
+            )
+    for device, row in report["digits"].items():
+        if "samples_per_second" in row:
+            rows.append(
+                {
+                    "figure": f"worker throughput on digits ({device})",
+                    "value": row["samples_per_second"],
+                    "unit": "samples/s",
+                    "baseline": None,
+                    "baseline_name": None,
+                    "ratio": None,
+                    "target": None,
+                    "met": None,
+                    "note": None,
+                }
+            )
+    return rows
 
 
 def print_report(report: dict[str, Any]) -> None:

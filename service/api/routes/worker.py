@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from service import jobs as job_ops
@@ -26,11 +30,55 @@ def get_spec(job_id: str, state: State, session: DbSession, _: JobCaller) -> Job
     return job_ops.job_spec(session, job, state.settings.resolved_artifact_url)
 
 
-@router.post("/{job_id}/summaries", summary="Post epoch summaries (worker; idempotent)")
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` inlined (for ``openapi_extra``)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return inline(schema)  # type: ignore[no-any-return]
+
+
+def parse_summary_batch(raw: bytes) -> EpochSummaryBatch:
+    """Validate a posted batch straight from its JSON bytes.
+
+    Summary ingest is the API's hot path. FastAPI would parse the body with ``json.loads`` and
+    then validate the Python objects; pydantic's own JSON validation does both in one pass at
+    well under half the cost. Errors become the same 422 as FastAPI's (``loc`` under ``body``).
+    """
+    try:
+        return EpochSummaryBatch.model_validate_json(raw)
+    except ValidationError as e:
+        errors = [{**err, "loc": ("body", *err["loc"])} for err in e.errors()]
+        raise RequestValidationError(errors) from None
+
+
+@router.post(
+    "/{job_id}/summaries",
+    summary="Post epoch summaries (worker; idempotent)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _inline_schema(EpochSummaryBatch)}},
+        }
+    },
+)
 async def post_summaries(
-    job_id: str, body: EpochSummaryBatch, state: State, _: JobCaller
+    job_id: str, request: Request, state: State, _: JobCaller
 ) -> EpochSummaryAck:
-    """Store a batch; epochs already stored are counted as duplicates, not stored twice."""
+    """Store a batch; epochs already stored are counted as duplicates, not stored twice.
+
+    The body is an ``EpochSummaryBatch``: ``{"summaries": [EpochSummaryIn, ...]}``."""
+    body = parse_summary_batch(await request.body())
     bounds = state.job_bounds.get(job_id)
     if bounds is None:
         bounds = await run_in_threadpool(_bounds, state, job_id)

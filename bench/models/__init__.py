@@ -1,0 +1,1 @@
+"""Flawed model files for the tuning benchmark (model contract: ``build_model``)."""
