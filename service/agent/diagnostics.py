@@ -498,7 +498,9 @@ def _verdicts(d: Diagnostics, eps: list[EpochSummaryIn], recent: list[EpochSumma
         )
 
     if d.update_ratio_median is not None and d.update_ratio_judged:
-        if d.update_ratio_max is not None and d.update_ratio_max < UPDATE_RATIO_LOW:
+        # The median tensor, not the fastest one: a single tensor with larger updates (often the
+        # last layer) must not hide a learning rate that is far too small for the rest.
+        if d.update_ratio_median < UPDATE_RATIO_LOW:
             d.lr_verdict = "too_small"
         elif d.update_ratio_median > UPDATE_RATIO_HIGH:
             d.lr_verdict = "too_high"
@@ -515,8 +517,8 @@ def _verdicts(d: Diagnostics, eps: list[EpochSummaryIn], recent: list[EpochSumma
     if d.lr_verdict == "too_small":
         issues.append("lr_too_small")
         notes.append(
-            f"The learning rate is far too small: one step moves the weights by at most "
-            f"{_fmt(d.update_ratio_max)} of their norm (healthy is about 1e-3)."
+            f"The learning rate is far too small: one step typically moves the weights by "
+            f"{_fmt(d.update_ratio_median)} of their norm (healthy is about 1e-3)."
         )
     elif d.lr_verdict == "too_high":
         issues.append("lr_too_high")
