@@ -45,6 +45,7 @@ format: $(DEV_STAMP)
 
 bench: $(DEV_STAMP)
 	@scripts/ensure-postgres.sh
+	$(BIN)/pip install --quiet --progress-bar off -e '.[dev,bench]'  # MLflow, the ingest baseline
 	$(BIN)/python -m bench
 
 bench-tiny: $(DEV_STAMP)
