@@ -7,16 +7,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from bench._moto import fake_aws_environment
+from bench._moto import moto_server as start_moto_server
 from service.executors.batch import BatchExecutor, retry_strategy
 from service.settings import Settings
 from tests.executors.batch_fixtures import submission
@@ -25,57 +24,17 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _aws_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GRADPILOT_"))}
-    env.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE=str(tmp_path / "no-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "no-credentials"),
-        AWS_EC2_METADATA_DISABLED="true",
-    )
+    env.update(fake_aws_environment(tmp_path))
     return env
 
 
 @pytest.fixture
-def moto_server(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    moto = Path(sys.executable).with_name("moto_server")
-    process = subprocess.Popen(
-        [str(moto), "-H", "127.0.0.1", "-p", str(port)],
-        env=_aws_env(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2).read()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.2)
-        # Without Docker, Batch jobs must not try to run containers (ENVIRONMENT.md).
-        request = urllib.request.Request(
-            f"{url}/moto-api/config",
-            data=json.dumps({"batch": {"use_docker": False}}).encode(),
-            method="POST",
-        )
-        urllib.request.urlopen(request, timeout=5).read()
+def moto_server() -> Iterator[str]:
+    """A moto server process with Batch configured to run without Docker."""
+    with start_moto_server() as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_deploy_into_a_moto_server_and_read_it_back_with_the_aws_cli(
