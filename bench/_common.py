@@ -198,18 +198,19 @@ def postgres_available() -> str | None:
 
 
 @contextlib.contextmanager
-def scratch_database(prefix: str = "gradpilot_bench") -> Iterator[str]:
-    """A fresh database ``<prefix>_<random>``; yields its SQLAlchemy URL, drops it afterwards."""
+def scratch_database(prefix: str = "gradpilot_bench", admin: str = PG_ADMIN) -> Iterator[str]:
+    """A fresh database ``<prefix>_<random>``; yields its SQLAlchemy URL, drops it afterwards.
+    ``admin`` is a libpq URL of a database the server already has (the tests pass theirs)."""
     import psycopg
 
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+    with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     try:
         yield f"{base}/{name}"
     finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -4,7 +4,6 @@ the API in-process with a user token."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from bench._common import scratch_database
 from service.api.app import build_state, create_app
 from service.db.migrate import upgrade
 from service.settings import Settings
@@ -40,15 +40,8 @@ def postgres_admin() -> str:
 @pytest.fixture
 def postgres_url(postgres_admin: str) -> Iterator[str]:
     """A fresh, empty database for one test (dropped afterwards)."""
-    name = f"gradpilot_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(postgres_admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = postgres_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(postgres_admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database("gradpilot_test", admin=postgres_admin) as url:
+        yield url
 
 
 @pytest.fixture

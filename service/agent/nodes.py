@@ -418,23 +418,10 @@ class AgentNodes:
 
     def continue_training(self, state: AgentState) -> dict[str, Any]:
         """Train the same model for another segment, resuming every piece of state."""
-        outcome = state.get("outcome") or {}
         with self._session() as session:
             run = self._run(session, state["run_id"])
-            job = session.get(Job, outcome.get("job_id"))
             rationale = (state.get("assessment") or {}).get("explanation") or "training is healthy"
-            seq = self._record(session, state, "continue", rationale)
-            prev_epochs = state["epochs"]
-            return {
-                "decisions": seq,
-                "pending_usage": {},
-                "generation": state["generation"] + 1,
-                "attempt": 1,
-                "resume_checkpoint": job.checkpoint_uri if job else None,
-                "resume_weights_only": False,
-                "schedule_epoch": state["schedule_epoch"] + prev_epochs,
-                **self._next_segment(run, state, state["epoch_start"] + prev_epochs),
-            }
+            return self._continue(session, run, state, rationale)
 
     def tune(self, state: AgentState) -> dict[str, Any]:
         """Propose new hyperparameters (validated and clamped); weights carry over."""
@@ -802,15 +789,16 @@ class AgentNodes:
             session.flush()
             return {
                 "proposal": None,
-                **self.continue_training_in(session, run, st, proposal.get("rationale", "")),
+                **self._continue(session, run, st, proposal.get("rationale", "")),
             }
         if proposal.get("needs_approval"):
             return {}
         return self._apply(session, run, state)
 
-    def continue_training_in(
+    def _continue(
         self, session: Session, run: Run, state: AgentState, rationale: str
     ) -> dict[str, Any]:
+        """Record ``continue`` and plan the next segment of the same model and schedule."""
         job = session.get(Job, (state.get("outcome") or {}).get("job_id"))
         seq = self._record(session, state, "continue", rationale)
         return {
