@@ -42,7 +42,7 @@ def run(
     """Run gradpilot on one problem; returns its jobs, per-epoch validation accuracy in
     training order, decisions and wall time."""
     from service.cli.client import ApiClient
-    from service.demo import embedded_server, free_port
+    from service.server import embedded_server, free_port
     from service.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="gp-bench-tuning-") as tmp:

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 
 def make_app() -> FastAPI:
-    from service.api.app import create_app
+    from service.app import create_app
     from service.settings import Settings
 
     return create_app(Settings())

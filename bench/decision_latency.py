@@ -108,7 +108,8 @@ def harness(home: Path, database_url: str | None) -> Iterator[Harness]:
     from service.agent.checkpointer import open_checkpointer
     from service.agent.deps import AgentDeps
     from service.agent.graph import build_graph
-    from service.api.app import build_state, create_app
+    from service.api.app import build_state
+    from service.app import create_app
     from service.controller.reconcile import Controller
     from service.db.migrate import upgrade
     from service.sandbox import Sandbox, SandboxLimits

@@ -14,7 +14,8 @@ from service.db.models import Architecture, EpochSummary, Job, utcnow
 from service.errors import Conflict, InvalidInput, NotFound
 from service.schemas.datasets import DatasetSpec
 from service.schemas.hyperparameters import Hyperparameters
-from service.schemas.jobs import TERMINAL_JOB_STATUSES, CheckpointIn, JobFinish, JobSpec
+from service.schemas.jobs import CheckpointIn, JobFinish, JobSpec
+from service.schemas.statuses import TERMINAL_JOB_STATUSES
 from service.schemas.summaries import EpochSummaryIn, EpochSummaryPublic
 
 

@@ -18,7 +18,6 @@ from service.schemas.datasets import DatasetSpec
 from service.schemas.decisions import ArchitectureDiff, ArchitecturePublic, DecisionPublic
 from service.schemas.hyperparameters import Hyperparameters
 from service.schemas.runs import (
-    TERMINAL_RUN_STATUSES,
     ApprovalRequest,
     Budget,
     Resources,
@@ -26,6 +25,7 @@ from service.schemas.runs import (
     RunPublic,
     RunSummary,
 )
+from service.schemas.statuses import TERMINAL_RUN_STATUSES
 
 
 def sha256(text: str) -> str:

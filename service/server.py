@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.settings import Settings
+from service.settings import Settings, load_settings
 
 log = logging.getLogger("gradpilot")
 
@@ -72,11 +74,50 @@ def control_plane(
             executor.close()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def embedded_server(settings: Settings) -> Iterator[str]:
+    """API + controller + local executor in this process, on ``settings.port``; yields the URL."""
+    import uvicorn
+
+    from service.api.app import build_state
+    from service.app import create_app
+    from service.db.migrate import upgrade
+
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    state = build_state(settings)
+    app = create_app(settings, state=state)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"the API did not start on port {settings.port}")
+        time.sleep(0.05)
+    try:
+        with control_plane(settings, state.sessions, state.artifacts):
+            yield settings.resolved_public_url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        state.engine.dispose()
+
+
 def serve(host: str | None = None, port: int | None = None, embedded: bool = False) -> None:
     """Migrate the database, then serve the API (and, embedded, the control plane)."""
     import uvicorn
 
-    from service.api.app import build_state, create_app
+    from service.api.app import build_state
+    from service.app import create_app
     from service.db.migrate import upgrade
 
     configure_logging()
@@ -85,7 +126,7 @@ def serve(host: str | None = None, port: int | None = None, embedded: bool = Fal
         overrides["host"] = host
     if port:
         overrides["port"] = port
-    settings = Settings(**overrides)
+    settings = load_settings(**overrides)
     settings.ensure_home()
     upgrade(settings.resolved_database_url)
     state = build_state(settings)
@@ -115,7 +156,7 @@ def run_controller() -> None:
     from service.db.session import make_engine, make_sessionmaker
 
     configure_logging()
-    settings = Settings()
+    settings = load_settings()
     settings.ensure_home()
     engine = make_engine(settings.resolved_database_url)
     sessions = make_sessionmaker(engine)

@@ -8,11 +8,12 @@ rules advisor. Unsafe combinations fail at start-up with a message that says wha
 from __future__ import annotations
 
 import ipaddress
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from service.errors import ConfigurationError
 
@@ -59,8 +60,9 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="URL workers use to reach the API; default http://host:port."
     )
-    api_tokens: list[SecretStr] = Field(
-        default_factory=list, description="Accepted user bearer tokens (JSON list in env)."
+    api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted user bearer tokens: a JSON list or a comma-separated string.",
     )
 
     # Local executor
@@ -86,6 +88,21 @@ class Settings(BaseSettings):
     sandbox_timeout_s: float = Field(60.0, gt=0)
     sandbox_memory_mb: int = Field(4096, ge=256)
     sandbox_max_parameters: int = Field(50_000_000, ge=1000)
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        # A list setting may be given as JSON (``["a", "b"]``) or as ``a,b``: the second is
+        # what people type, and a plain string used to crash start-up with a traceback.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"not a valid JSON list ({e.msg})") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @model_validator(mode="after")
     def _safe(self) -> Settings:
@@ -153,3 +170,32 @@ class Settings(BaseSettings):
 
     def ensure_home(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+
+
+#: An example of the right form of each setting whose value people most often get wrong.
+_EXAMPLES: dict[str, str] = {
+    "api_tokens": "GRADPILOT_API_TOKENS=tok-aaaaaaaaaaaaaaaa,tok-bbbbbbbbbbbbbbbb",
+    "port": "GRADPILOT_PORT=8765",
+    "executor": "GRADPILOT_EXECUTOR=local (or batch)",
+    "local_max_parallel": "GRADPILOT_LOCAL_MAX_PARALLEL=2",
+}
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build ``Settings`` from the environment (and ``overrides``), or raise one readable
+    ``ConfigurationError`` that names the variable, what is wrong and an example of the right
+    form — never a pydantic traceback."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        if not field:  # a model-level check; its message is already written for people
+            raise ConfigurationError(str(first["msg"]).removeprefix("Value error, ")) from None
+        variable = f"GRADPILOT_{field.upper()}"
+        wrong = str(first["msg"]).removeprefix("Value error, ")
+        example = _EXAMPLES.get(field)
+        hint = f"; for example {example}" if example else ""
+        raise ConfigurationError(f"{variable} is not valid: {wrong}{hint}") from None
+    except SettingsError as e:
+        raise ConfigurationError(f"a GRADPILOT_ setting could not be read: {e}") from None

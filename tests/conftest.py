@@ -12,7 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from bench._common import scratch_database
-from service.api.app import build_state, create_app
+from service.api.app import build_state
+from service.app import create_app
 from service.db.migrate import upgrade
 from service.settings import Settings
 

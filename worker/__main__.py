@@ -6,7 +6,7 @@ Environment: ``GRADPILOT_API_URL``, ``GRADPILOT_JOB_ID``, ``GRADPILOT_JOB_TOKEN`
 ``GRADPILOT_DATA_DIR`` (CIFAR files when the spec names none), ``GRADPILOT_AWS_ENDPOINT_URL``
 and ``AWS_*`` (an s3:// artifact store). Under ``torchrun`` it trains with DDP.
 
-Exit codes (``worker.exit_codes``): 0 success; 3 the model's code raised (not retryable);
+Exit codes (``service.schemas.exit_codes``): 0 success; 3 the model's code raised (not retryable);
 4 infrastructure (retryable); 5 stopped by SIGTERM or a cancel after a checkpoint (retryable,
 resumes); 6 the spec could not be fetched or used (not retryable).
 """
@@ -17,8 +17,9 @@ import logging
 import os
 import sys
 
+from service.schemas import exit_codes
 from service.schemas.jobs import JobFinish
-from worker import distributed, exit_codes
+from worker import distributed
 from worker.client import ApiClient
 from worker.errors import ApiUnavailable, BadSpecError, Preempted, classify
 from worker.signals import StopFlag

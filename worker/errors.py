@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
-from worker import exit_codes
+from service.schemas import exit_codes
 
 #: Source file names given to model modules start with this, so that their frames are found in
 #: any traceback (see ``model_loading``).

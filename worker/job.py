@@ -16,9 +16,10 @@ from typing import Any
 
 import torch
 
+from service.schemas import exit_codes
 from service.schemas.jobs import CheckpointIn, JobFinish, JobSpec
 from service.schemas.summaries import EpochSummaryIn, NormStats
-from worker import checkpoint, distributed, exit_codes
+from worker import checkpoint, distributed
 from worker.client import ApiClient
 from worker.data import Batches, Dataset, load_dataset
 from worker.errors import Preempted

@@ -97,7 +97,7 @@ def compact_diagnostics(diagnostics: Mapping[str, Any]) -> dict[str, Any]:
     if not diagnostics:
         return {}
     try:
-        from service.agent.diagnostics import compact_state
+        from service.diagnostics import compact_state
 
         compact = compact_state(diagnostics)
     except Exception:  # noqa: BLE001 - an unusual dict still goes out, minus the big tables

@@ -56,7 +56,7 @@ from service.advisors.templates import (
     plan_template,
     render,
 )
-from service.agent.diagnostics import ADAPTIVE_OPTIMIZERS, Diagnostics
+from service.diagnostics import ADAPTIVE_OPTIMIZERS, Diagnostics
 from service.schemas.hyperparameters import Hyperparameters
 
 NAME = "rules"

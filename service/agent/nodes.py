@@ -353,7 +353,7 @@ class AgentNodes:
 
     def assess(self, state: AgentState) -> dict[str, Any]:
         """Diagnose the finished segment, apply the budget guards, ask the advisor."""
-        from service.agent.diagnostics import compact_state, compute_diagnostics
+        from service.diagnostics import compact_state, compute_diagnostics
 
         outcome = state.get("outcome") or {}
         with self._session() as session:

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from sqlalchemy.engine import Engine
 
-from service import auth
+from service import __version__, auth
 from service.api.deps import ApiState
 from service.api.errors import install_error_handlers
 from service.api.routes import health, runs, worker
@@ -45,11 +45,14 @@ def build_state(settings: Settings, engine: Engine | None = None) -> ApiState:
     )
 
 
-def create_app(settings: Settings, *, state: ApiState | None = None) -> FastAPI:
-    """Build the API. The database must already be migrated (``gradpilot serve`` does that)."""
+def create_api(settings: Settings, *, state: ApiState | None = None) -> FastAPI:
+    """Build the REST API alone (``service.app.create_app`` adds the dashboard).
+
+    The database must already be migrated (``gradpilot serve`` does that).
+    """
     app: FastAPI = FastAPIOffline(
         title="gradpilot",
-        version="0.1.0",
+        version=__version__,
         description=DESCRIPTION,
     )
     app.state.gradpilot = state or build_state(settings)
@@ -57,10 +60,4 @@ def create_app(settings: Settings, *, state: ApiState | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(runs.router)
     app.include_router(worker.router)
-    try:
-        from service.web.routes import router as web_router
-    except ImportError:  # the dashboard is optional in a worker-only image
-        pass
-    else:
-        app.include_router(web_router)
     return app

@@ -60,10 +60,10 @@ def validate(
     from service.errors import GradpilotError
     from service.sandbox.validate_cli import validate_file
     from service.schemas.datasets import DatasetSpec
-    from service.settings import Settings
+    from service.settings import load_settings
 
     try:
-        report = validate_file(model, DatasetSpec(name=dataset), Settings())  # type: ignore[arg-type]
+        report = validate_file(model, DatasetSpec(name=dataset), load_settings())  # type: ignore[arg-type]
     except (GradpilotError, ValueError, OSError) as e:
         message = getattr(e, "message", str(e))
         if as_json:
@@ -91,7 +91,7 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Run the offline demo: a deep sigmoid CNN on digits, diagnosed and fixed offline."""
-    from service.demo import run_demo
+    from service.cli.demo import run_demo
 
     result = run_demo(as_json=as_json)
     if result["status"] != "succeeded":
@@ -99,11 +99,18 @@ def demo(
 
 
 def main() -> None:
+    from service.errors import GradpilotError
+
     try:
         app()
     except CliError as e:
-        err.print(f"[red]error:[/] {e.message}")
+        err.print("[red]error:[/] ", end="")
+        err.print(e.message, markup=False, highlight=False)
         sys.exit(e.exit_code)
+    except GradpilotError as e:  # a settings or start-up problem: one line, not a traceback
+        err.print("[red]error:[/] ", end="")
+        err.print(e.message, markup=False, highlight=False)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+from service.schemas.statuses import TERMINAL_JOB_STATUSES, TERMINAL_RUN_STATUSES
+
+TERMINAL = TERMINAL_RUN_STATUSES | TERMINAL_JOB_STATUSES
 STATUS_STYLE = {
     "succeeded": "green",
     "failed": "red",

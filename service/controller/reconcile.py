@@ -29,8 +29,8 @@ from service.db.models import EpochSummary, Job, Run, utcnow
 from service.errors import GradpilotError
 from service.executors import Executor
 from service.jobs import best_val_accuracy
+from service.schemas import exit_codes
 from service.settings import Settings
-from worker import exit_codes
 
 log = logging.getLogger(__name__)
 

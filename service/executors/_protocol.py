@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-ExecutorState = Literal["submitted", "running", "succeeded", "failed", "cancelled", "unknown"]
+from service.schemas.statuses import ExecutorState
 
 
 @dataclass(frozen=True)

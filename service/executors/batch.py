@@ -49,8 +49,8 @@ from botocore.parsers import ResponseParserError
 
 from service.errors import ExecutorError, InvalidInput
 from service.executors._protocol import ExecutorState, ExecutorStatus, JobSubmission
+from service.schemas.exit_codes import CODE_ERROR, RETRYABLE
 from service.settings import Settings
-from worker.exit_codes import CODE_ERROR, RETRYABLE
 
 #: describe_jobs takes at most 100 ids per call.
 DESCRIBE_BATCH = 100
@@ -67,13 +67,13 @@ ARRAY_VARS = "GRADPILOT_ARRAY_VARS"
 ARRAY_INDEX = "AWS_BATCH_JOB_ARRAY_INDEX"
 
 _STATE_MAP: dict[str, ExecutorState] = {
-    "SUBMITTED": "submitted",
-    "PENDING": "submitted",
-    "RUNNABLE": "submitted",
-    "STARTING": "submitted",
-    "RUNNING": "running",
-    "SUCCEEDED": "succeeded",
-    "FAILED": "failed",
+    "SUBMITTED": ExecutorState.SUBMITTED,
+    "PENDING": ExecutorState.SUBMITTED,
+    "RUNNABLE": ExecutorState.SUBMITTED,
+    "STARTING": ExecutorState.SUBMITTED,
+    "RUNNING": ExecutorState.RUNNING,
+    "SUCCEEDED": ExecutorState.SUCCEEDED,
+    "FAILED": ExecutorState.FAILED,
 }
 _JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -398,7 +398,7 @@ class BatchExecutor:
             if job is None:
                 result[external_id] = ExecutorStatus(
                     external_id=external_id,
-                    state="unknown",
+                    state=ExecutorState.UNKNOWN,
                     reason="AWS Batch does not know this job (finished jobs expire after ~7 days)",
                 )
             else:
@@ -431,7 +431,7 @@ class BatchExecutor:
 
     def _map_status(self, job: dict[str, Any]) -> ExecutorStatus:
         batch_status = str(job.get("status", ""))
-        state: ExecutorState = _STATE_MAP.get(batch_status, "unknown")
+        state: ExecutorState = _STATE_MAP.get(batch_status, ExecutorState.UNKNOWN)
         attempts: list[dict[str, Any]] = job.get("attempts") or []
         last_attempt = attempts[-1] if attempts else {}
         container = job.get("container") or {}
@@ -450,7 +450,7 @@ class BatchExecutor:
         if state == "failed":
             # Our own terminate_job reason, or a cancel_job from the console or CLI.
             if (job_reason and job_reason.startswith(CANCEL_PREFIX)) or job.get("isCancelled"):
-                state = "cancelled"
+                state = ExecutorState.CANCELLED
             else:
                 infrastructure = is_infrastructure_failure([job_reason, attempt_reason], exit_code)
         elif batch_status == "RUNNABLE":

@@ -35,8 +35,8 @@ from pathlib import Path
 
 from service.errors import ConfigurationError, ExecutorError
 from service.executors._protocol import Executor, ExecutorState, ExecutorStatus, JobSubmission
+from service.schemas import exit_codes
 from service.settings import Settings
-from worker import exit_codes
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class _Job:
     external_id: str
     submission: JobSubmission
     log_path: Path
-    state: ExecutorState = "submitted"
+    state: ExecutorState = ExecutorState.SUBMITTED
     process: subprocess.Popen[bytes] | None = None
     exit_code: int | None = None
     reason: str | None = None
@@ -171,7 +171,7 @@ class LocalExecutor:
             job.cancel_reason = reason or "cancelled"
             if job.process is None:
                 self._queue.remove(external_id)
-                self._finish(job, "cancelled", None, job.cancel_reason)
+                self._finish(job, ExecutorState.CANCELLED, None, job.cancel_reason)
                 return
             self._signal(job, signal.SIGTERM)
             timer = threading.Timer(self.grace_s, self._kill_if_alive, args=(job,))
@@ -189,7 +189,9 @@ class LocalExecutor:
         with self._lock:
             for external_id in list(self._queue):
                 self._queue.remove(external_id)
-                self._finish(self._jobs[external_id], "cancelled", None, "executor closed")
+                self._finish(
+                    self._jobs[external_id], ExecutorState.CANCELLED, None, "executor closed"
+                )
             running = [j for j in self._jobs.values() if j.state == "running"]
             for job in running:
                 job.cancel_reason = job.cancel_reason or "executor closed"
@@ -254,10 +256,10 @@ class LocalExecutor:
                     start_new_session=True,
                 )
         except OSError as e:
-            self._finish(job, "failed", None, f"could not start the worker: {e}")
+            self._finish(job, ExecutorState.FAILED, None, f"could not start the worker: {e}")
             job.infrastructure_failure = True
             return
-        job.state = "running"
+        job.state = ExecutorState.RUNNING
         job.started_at = time.time()
         # Written so that a restarted control plane can adopt a worker that outlived it.
         (workdir / "pid").write_text(str(job.process.pid))
@@ -273,11 +275,11 @@ class LocalExecutor:
             reason = _REASONS.get(code, f"the worker exited with {code}")
             infra = code in exit_codes.RETRYABLE
         if job.cancel_reason is not None:
-            self._finish(job, "cancelled", exit_code, job.cancel_reason)
+            self._finish(job, ExecutorState.CANCELLED, exit_code, job.cancel_reason)
         elif code == exit_codes.SUCCESS:
-            self._finish(job, "succeeded", exit_code, None)
+            self._finish(job, ExecutorState.SUCCEEDED, exit_code, None)
         else:
-            self._finish(job, "failed", exit_code, reason)
+            self._finish(job, ExecutorState.FAILED, exit_code, reason)
             job.infrastructure_failure = infra
 
     def _finish(
@@ -317,13 +319,13 @@ class LocalExecutor:
             if pid is not None:
                 return ExecutorStatus(
                     external_id=external_id,
-                    state="running",
+                    state=ExecutorState.RUNNING,
                     reason="adopted: started by an earlier control plane, still running",
                     extra={"pid": str(pid)},
                 )
             return ExecutorStatus(
                 external_id=external_id,
-                state="unknown",
+                state=ExecutorState.UNKNOWN,
                 reason="not known to this executor (started by an earlier control plane "
                 "that has stopped, and no longer running)",
             )

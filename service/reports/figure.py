@@ -27,8 +27,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.agent.diagnostics import weight_names
 from service.db.models import Decision, EpochSummary, Job, Run
+from service.diagnostics import weight_names
 from service.jobs import metrics
 from service.schemas.summaries import EpochSummaryIn
 

@@ -9,10 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.schemas.datasets import DatasetSpec
 from service.schemas.hyperparameters import Hyperparameters
-
-JobStatus = Literal["pending", "submitted", "running", "succeeded", "failed", "cancelled"]
-ErrorKind = Literal["code", "infrastructure", "cancelled"]
-TERMINAL_JOB_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+from service.schemas.statuses import ErrorKind, JobStatus
 
 
 class JobSpec(BaseModel):

@@ -10,13 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from service.schemas.datasets import DatasetSpec
 from service.schemas.decisions import DecisionPublic
 from service.schemas.hyperparameters import Hyperparameters
+from service.schemas.statuses import RunStatus
 
 #: model sources larger than this are refused (a model file is code, not weights).
 MAX_MODEL_SOURCE_BYTES = 256 * 1024
 
-RunStatus = Literal["pending", "running", "awaiting_approval", "succeeded", "failed", "cancelled"]
 ApprovalPolicy = Literal["auto", "architecture", "always"]
-TERMINAL_RUN_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
 class Budget(BaseModel):

@@ -23,7 +23,7 @@ from service import runs as run_ops
 from service.api.deps import DbSession, State
 from service.artifacts import read_url
 from service.errors import GradpilotError, NotFound
-from service.schemas.runs import TERMINAL_RUN_STATUSES
+from service.schemas.statuses import TERMINAL_RUN_STATUSES
 from service.web import markup
 from service.web.auth import (
     COOKIE,

@@ -233,7 +233,7 @@ def bedrock(advisor: LLMAdvisor) -> Iterator[ScriptedBedrock]:
 
 
 def diagnostics() -> dict[str, Any]:
-    from service.agent.diagnostics import Diagnostics, LayerStat
+    from service.diagnostics import Diagnostics, LayerStat
 
     return Diagnostics(
         epochs_seen=6,

@@ -25,7 +25,7 @@ from service.advisors._protocol import (
 )
 from service.advisors.rules import RulesAdvisor, repair_source
 from service.advisors.templates import TEMPLATE_MARKER, inspect_source, plan_template
-from service.agent.diagnostics import compact_state, compute_diagnostics
+from service.diagnostics import compact_state, compute_diagnostics
 from service.schemas.hyperparameters import TUNABLE_KEYS, Hyperparameters, clamp_changes
 
 # --------------------------------------------------------------------------- tiny training

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from service.agent.diagnostics import (
+from service.diagnostics import (
     Diagnostics,
     compact_state,
     compute_diagnostics,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from service.cli.client import ApiClient
-from service.demo import embedded_server, free_port
+from service.server import embedded_server, free_port
 from service.settings import Settings
 from tests.conftest import USER_TOKEN
 

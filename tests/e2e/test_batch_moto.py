@@ -15,8 +15,8 @@ import boto3
 import pytest
 
 from service.cli.client import ApiClient
-from service.demo import embedded_server, free_port
 from service.infra import deploy_stack, settings_from_outputs
+from service.server import embedded_server, free_port
 from service.settings import Settings
 from tests.conftest import USER_TOKEN
 from tests.helpers import TINY_MODEL

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.demo import free_port
+from service.server import free_port
 from tests.conftest import USER_TOKEN
 from tests.helpers import TINY_MODEL
 

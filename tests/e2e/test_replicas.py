@@ -19,14 +19,15 @@ from service.advisors.registry import advisor_factory
 from service.agent.checkpointer import open_checkpointer
 from service.agent.deps import AgentDeps
 from service.agent.graph import build_graph
-from service.api.app import build_state, create_app
+from service.api.app import build_state
+from service.app import create_app
 from service.cli.client import ApiClient
 from service.controller import leases
 from service.controller.reconcile import Controller
 from service.db.migrate import upgrade
-from service.demo import free_port
 from service.executors.local import LocalExecutor
 from service.sandbox import Sandbox, SandboxLimits
+from service.server import free_port
 from service.settings import Settings
 from tests.conftest import USER_TOKEN
 from tests.helpers import TINY_MODEL

@@ -27,9 +27,15 @@ from service.executors.batch import (
     resolve_array_environment,
     retry_strategy,
 )
+from service.schemas.exit_codes import (
+    BAD_SPEC,
+    CODE_ERROR,
+    INFRASTRUCTURE_ERROR,
+    PREEMPTED,
+    SUCCESS,
+)
 from service.settings import Settings
 from tests.executors.batch_fixtures import batch_settings, moto_batch_stack, submission
-from worker.exit_codes import BAD_SPEC, CODE_ERROR, INFRASTRUCTURE_ERROR, PREEMPTED, SUCCESS
 
 # -- under moto ---------------------------------------------------------------------------
 

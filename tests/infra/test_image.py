@@ -110,7 +110,7 @@ def test_the_entrypoint_refuses_names_it_would_evaluate(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
     result = _entrypoint(["true"], env, tmp_path)
-    assert result.returncode == 6  # worker.exit_codes.BAD_SPEC: not retried
+    assert result.returncode == 6  # service.schemas.exit_codes.BAD_SPEC: not retried
     assert "bad" in result.stderr
 
 

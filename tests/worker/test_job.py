@@ -9,9 +9,10 @@ import pytest
 import torch
 from conftest import TINY_MODEL, FakeApi, make_spec, run_in_process
 
+from service.schemas import exit_codes
 from service.schemas.datasets import DatasetSpec
 from service.schemas.hyperparameters import Hyperparameters
-from worker import checkpoint, exit_codes
+from worker import checkpoint
 
 
 def test_segment_reports_every_epoch_and_finishes(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worker import exit_codes
+from service.schemas import exit_codes
 from worker.errors import ModelCodeError, classify
 from worker.model_loading import check_outputs, load_model
 

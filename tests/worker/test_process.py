@@ -22,7 +22,8 @@ from conftest import (
     worker_env,
 )
 
-from worker import checkpoint, exit_codes
+from service.schemas import exit_codes
+from worker import checkpoint
 
 pytestmark = pytest.mark.slow
 

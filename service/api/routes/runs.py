@@ -12,7 +12,8 @@ from service.api.deps import DbSession, State, User
 from service.errors import NotFound
 from service.schemas.decisions import ArchitectureDiff, ArchitecturePublic, DecisionPublic
 from service.schemas.jobs import JobPublic, JobsPublic
-from service.schemas.runs import RejectBody, RunCreate, RunPublic, RunsPublic, RunStatus
+from service.schemas.runs import RejectBody, RunCreate, RunPublic, RunsPublic
+from service.schemas.statuses import RunStatus
 from service.schemas.summaries import EpochSummaryPublic
 
 router = APIRouter(prefix="/v1/runs", tags=["runs"])

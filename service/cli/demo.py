@@ -8,58 +8,17 @@ gradient norms, rewrites the architecture, tunes the optimizer, and trains again
 
 from __future__ import annotations
 
-import contextlib
 import json
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from service.settings import Settings
+from service.server import embedded_server, free_port
+from service.settings import Settings, load_settings
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def embedded_server(settings: Settings) -> Iterator[str]:
-    """API + controller + local executor in this process, on ``settings.port``; yields the URL."""
-    import uvicorn
-
-    from service.api.app import build_state, create_app
-    from service.db.migrate import upgrade
-    from service.server import control_plane
-
-    settings.ensure_home()
-    upgrade(settings.resolved_database_url)
-    state = build_state(settings)
-    app = create_app(settings, state=state)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="api", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"the API did not start on port {settings.port}")
-        time.sleep(0.05)
-    try:
-        with control_plane(settings, state.sessions, state.artifacts):
-            yield settings.resolved_public_url
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        state.engine.dispose()
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def demo_body(model_source: str) -> dict[str, Any]:
@@ -86,7 +45,7 @@ def run_demo(*, as_json: bool = False, settings: Settings | None = None) -> dict
     from service.cli.runs import wait_for_run
 
     console = Console(stderr=as_json)
-    settings = settings or Settings()
+    settings = settings or load_settings()
     settings = settings.model_copy(update={"port": free_port(), "public_url": None})
     source = (EXAMPLES / "flawed_digits.py").read_text()
     t0 = time.monotonic()
