@@ -105,11 +105,11 @@ def main() -> None:
         app()
     except CliError as e:
         err.print("[red]error:[/] ", end="")
-        err.print(e.message, markup=False, highlight=False)
+        err.print(e.message, markup=False, highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except GradpilotError as e:  # a settings or start-up problem: one line, not a traceback
         err.print("[red]error:[/] ", end="")
-        err.print(e.message, markup=False, highlight=False)
+        err.print(e.message, markup=False, highlight=False, soft_wrap=True)
         sys.exit(2)
 
 
