@@ -131,8 +131,9 @@ class AwsFailure:
 
     @property
     def label(self) -> str:
-        """The code (or HTTP status) for a message: ``ThrottlingException``, ``HTTP 503``."""
-        return self.code or (f"HTTP {self.http_status}" if self.http_status else "no reply")
+        """The code (or HTTP status) for a message: ``ThrottlingException``, ``HTTP 503``; ""
+        when AWS did not answer."""
+        return self.code or (f"HTTP {self.http_status}" if self.http_status else "")
 
 
 def classify_aws_error(error: BaseException) -> AwsFailure:
@@ -217,10 +218,11 @@ def translate_aws_error(
 def _message(
     failure: AwsFailure, *, service: str, operation: str, where: str | None, remedy: str | None
 ) -> str:
-    fault, label, text = failure.fault, failure.label, failure.message
+    fault, text = failure.fault, failure.message
+    label = f"{failure.label}: {text}" if failure.label else text
     if fault is AwsFault.THROTTLED:
         return (
-            f"{service} {operation} is throttled or unavailable after retries ({label}: {text}); "
+            f"{service} {operation} is throttled or unavailable after retries ({label}); "
             f"this is transient: {remedy or 'try again in a minute'}"
         )
     if fault is AwsFault.UNREACHABLE:
@@ -232,7 +234,7 @@ def _message(
         return _NO_CREDENTIALS.format(service=service)
     if fault is AwsFault.BAD_CREDENTIALS:
         return (
-            f"AWS rejected the credentials for {service} ({label}): {text}; "
+            f"AWS rejected the credentials for {service} ({label}); "
             f"{remedy or 'check AWS_PROFILE or the access keys, and that they have not expired'}"
         )
     if fault is AwsFault.ACCESS_DENIED:
@@ -240,7 +242,7 @@ def _message(
             f"{service} refused {operation}: {text}. "
             f"{remedy or 'The IAM identity in use needs the permission for it.'}"
         )
-    detail = f"{service} {operation} failed ({label}): {text}"
+    detail = f"{service} {operation} failed ({label})"
     return f"{detail}: {remedy}" if remedy else detail
 
 

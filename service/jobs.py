@@ -15,7 +15,7 @@ from service.errors import Conflict, InvalidInput, NotFound
 from service.schemas.datasets import DatasetSpec
 from service.schemas.hyperparameters import Hyperparameters
 from service.schemas.jobs import CheckpointIn, JobFinish, JobSpec
-from service.schemas.statuses import TERMINAL_JOB_STATUSES
+from service.schemas.statuses import TERMINAL_JOB_STATUSES, ErrorKind, JobStatus
 from service.schemas.summaries import EpochSummaryIn, EpochSummaryPublic
 
 
@@ -90,10 +90,10 @@ def heartbeat(session: Session, job: Job) -> bool:
     """Mark the job alive (and running); returns whether the user asked to cancel its run."""
     now = utcnow()
     job.heartbeat_at = now
-    if job.status in ("pending", "submitted"):
-        job.status = "running"
+    if job.status in (JobStatus.PENDING, JobStatus.SUBMITTED):
+        job.status = JobStatus.RUNNING
         job.started_at = job.started_at or now
-    return bool(job.run.cancel_requested) or job.status == "cancelled"
+    return bool(job.run.cancel_requested) or job.status == JobStatus.CANCELLED
 
 
 def best_val_accuracy(session: Session, job_id: str) -> float | None:
@@ -108,10 +108,12 @@ def finish_job(session: Session, job: Job, body: JobFinish) -> None:
         if job.status == body.status:
             return
         raise Conflict(f"job {job.id} has already ended ({job.status})")
-    if body.status == "failed" and body.error_kind is None:
-        raise InvalidInput("a failed job needs error_kind: 'code' or 'infrastructure'")
+    if body.status == JobStatus.FAILED and body.error_kind is None:
+        raise InvalidInput(
+            f"a failed job needs error_kind: '{ErrorKind.CODE}' or '{ErrorKind.INFRASTRUCTURE}'"
+        )
     job.status = body.status
-    job.error_kind = body.error_kind if body.status == "failed" else None
+    job.error_kind = body.error_kind if body.status == JobStatus.FAILED else None
     job.exit_code = body.exit_code
     job.error_message = body.message
     job.traceback = body.traceback

@@ -25,7 +25,7 @@ from service.schemas.runs import (
     RunPublic,
     RunSummary,
 )
-from service.schemas.statuses import TERMINAL_RUN_STATUSES
+from service.schemas.statuses import TERMINAL_RUN_STATUSES, RunStatus
 
 
 def sha256(text: str) -> str:
@@ -55,7 +55,7 @@ def create_run(session: Session, body: RunCreate, default_advisor: str) -> Run:
         raise InvalidInput(f"model_source was refused by the static check: {e.message}") from e
     run = Run(
         name=body.name,
-        status="pending",
+        status=RunStatus.PENDING,
         dataset=body.dataset.model_dump(mode="json"),
         hyperparameters=body.hyperparameters.model_dump(mode="json"),
         budget=body.budget.model_dump(mode="json"),
@@ -194,12 +194,12 @@ def cancel_run(session: Session, run: Run) -> None:
     if run.status in TERMINAL_RUN_STATUSES:
         raise Conflict(f"run {run.id} has already ended ({run.status}); nothing to cancel")
     run.cancel_requested = True
-    run.status = "cancelled"
+    run.status = RunStatus.CANCELLED
     run.pending_approval = None
 
 
 def answer_approval(session: Session, run: Run, *, approved: bool, feedback: str = "") -> None:
-    if run.status != "awaiting_approval" or run.pending_approval is None:
+    if run.status != RunStatus.AWAITING_APPROVAL or run.pending_approval is None:
         raise Conflict(
             f"run {run.id} is not waiting for approval (status {run.status}); "
             "only a run whose approval policy paused it can be approved or rejected"

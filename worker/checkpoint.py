@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from service.artifacts import ArtifactStore, open_store, read_url
+from service.schemas import worker_env
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,8 @@ def open_job_store(url: str) -> ArtifactStore:
     """The artifact store at ``url``, reaching S3 (or moto) as the environment says."""
     return open_store(
         url,
-        endpoint_url=os.environ.get("GRADPILOT_AWS_ENDPOINT_URL"),
-        region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        endpoint_url=os.environ.get(worker_env.AWS_ENDPOINT_URL),
+        region=worker_env.aws_region(os.environ),
     )
 
 
@@ -110,8 +111,8 @@ def load_url(url: str, map_location: torch.device | str = "cpu") -> dict[str, An
     return loads(
         read_url(
             url,
-            endpoint_url=os.environ.get("GRADPILOT_AWS_ENDPOINT_URL"),
-            region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+            endpoint_url=os.environ.get(worker_env.AWS_ENDPOINT_URL),
+            region=worker_env.aws_region(os.environ),
         ),
         map_location,
     )

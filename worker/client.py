@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from service.schemas import worker_env
 from service.schemas.jobs import CheckpointIn, HeartbeatIn, JobFinish, JobSpec
 from service.schemas.summaries import EpochSummaryIn
 from worker.errors import ApiUnavailable, BadSpecError
@@ -132,7 +133,8 @@ class Outbox:
 
 
 def default_spool_dir(job_id: str) -> Path:
-    base = os.environ.get("GRADPILOT_SPOOL_DIR")
+    """``$GRADPILOT_SPOOL_DIR/<job_id>``, else a folder under the temp folder."""
+    base = os.environ.get(worker_env.SPOOL_DIR)
     root = Path(base) if base else Path(tempfile.gettempdir()) / "gradpilot-spool"
     return root / job_id
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.executors.batch import resolve_array_environment
+from service.schemas.worker_env import resolve_array_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile.worker"

@@ -73,9 +73,7 @@ class BatchApi:
         """The id of the newest job on ``queue`` with exactly this name, or None."""
         matches: list[dict[str, Any]] = []
         paginator = self.client.get_paginator("list_jobs")
-        pages = paginator.paginate(
-            jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [name]}]
-        )
+        pages = paginator.paginate(jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [name]}])
         try:
             for page in pages:
                 matches.extend(

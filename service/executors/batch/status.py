@@ -122,7 +122,7 @@ def map_status(
     reason = "; ".join(dict.fromkeys(reasons)) or None
     extra: dict[str, str] = {"batch_status": batch_status, "attempts": str(len(attempts))}
     infrastructure = False
-    if state is ExecutorState.FAILED:
+    if state == ExecutorState.FAILED:
         # Our own terminate_job reason, or a cancel_job from the console or CLI.
         if (job_reason and job_reason.startswith(CANCEL_PREFIX)) or job.get("isCancelled"):
             state = ExecutorState.CANCELLED
