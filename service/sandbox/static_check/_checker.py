@@ -364,6 +364,19 @@ class Checker(ast.NodeVisitor):
         scope = self._scope(node)
         return isinstance(second, ast.Name) and self.own.self_scope(scope, second.id) is not None
 
+    def _is_module_value(self, node: ast.expr) -> bool:
+        """``torch`` or ``torch.nn``: an expression whose value is a module object."""
+        links: list[str] = []
+        while isinstance(node, ast.Attribute):
+            links.append(node.attr)
+            node = node.value
+        if not (isinstance(node, ast.Name) and node.id in self.module_aliases):
+            return False
+        module: str | None = self.module_aliases[node.id]
+        for link in reversed(links):
+            module = SUBMODULES.get(module or "", {}).get(link)
+        return module is not None
+
     def _is_module_chain(self, node: ast.expr) -> bool:
         while isinstance(node, (ast.Attribute, ast.Subscript)):
             node = node.value
@@ -418,12 +431,13 @@ class Checker(ast.NodeVisitor):
     def _check_unbound_method(self, node: ast.Attribute) -> None:
         """``Cls.method(not_self)`` runs the model's method with a foreign object as self."""
         if node.attr not in self.own.instance_methods:
+            self._check_library_method(node)
             return
         flags = self._kind(node.value)
         parent = self.parents.get(id(node))
         call = parent if isinstance(parent, ast.Call) and parent.func is node else None
         first = call.args[0] if call is not None and call.args else None
-        if first is not None and self._is_module_chain(first):
+        if first is not None and self._is_module_value(first):
             return  # a module passed as a value is refused on its own
         if flags & CLASS:
             if first is not None and not isinstance(first, ast.Starred) and not self._kind(first):
@@ -440,6 +454,26 @@ class Checker(ast.NodeVisitor):
                 f"`{_spell(call or node)}`",
                 f"if `{_spell(node.value)}` is one of the model's classes, `{node.attr}` would "
                 "run with a library object as self; " + _WHY_NOT_OWN,
+            )
+
+    def _check_library_method(self, node: ast.Attribute) -> None:
+        """``nn.Module.train(torch.Tensor)`` runs a library method on a library class."""
+        parent = self.parents.get(id(node))
+        if not (isinstance(parent, ast.Call) and parent.func is node and parent.args):
+            return
+        owner = node.value
+        if not (
+            isinstance(owner, ast.Attribute)
+            and owner.attr[:1].isupper()  # a class, by the naming every library follows
+            and self._is_module_chain(owner)
+        ):
+            return
+        first = parent.args[0]
+        if not isinstance(first, ast.Constant) and self._kind(first) & FOREIGN:
+            self.add(
+                node.lineno,
+                f"`{_spell(parent)}`",
+                f"it runs `{_spell(node)}` with a library object as self; " + _WHY_NOT_OWN,
             )
 
     # -- calls -----------------------------------------------------------------------------

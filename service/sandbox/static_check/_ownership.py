@@ -71,6 +71,10 @@ class Ownership:
         self.attr_facts: dict[str, int] = {}
         #: names of functions (and lambdas bound to names) that may return foreign objects
         self.returns_foreign: set[str] = set()
+        #: names of functions that may return (something reached from) one of their arguments
+        self.returns_arguments: set[str] = set()
+        #: names of every function the file defines
+        self.functions: set[str] = set()
         #: methods of the model's classes that take an instance as their first argument
         self.instance_methods: set[str] = set()
         self.complete = True
@@ -128,6 +132,7 @@ class Ownership:
 
     def _scan_function(self, node: ast.FunctionDef | ast.AsyncFunctionDef, scope: Scope) -> None:
         self._bind_fixed(scope, node.name, 0)
+        self.functions.add(node.name)
         for part in [*node.decorator_list, *([node.returns] if node.returns else [])]:
             self._visit(part, scope)
         decorators = _decorator_names(node)
@@ -211,9 +216,7 @@ class Ownership:
             scope.bound.add(node.id)
 
     def _site(self, scope: Scope, target: ast.expr, mode: str, source: ast.expr) -> None:
-        for name_node in ast.walk(target):
-            if isinstance(name_node, ast.Name):
-                scope.bound.add(name_node.id)
+        # the names it binds are collected where their Store-context nodes are visited
         self._sites.append((scope, target, mode, source))
 
     def _bind_fixed(self, scope: Scope, name: str, flags: int) -> None:
@@ -224,15 +227,26 @@ class Ownership:
 
     def _propagate(self) -> None:
         for _ in range(MAX_ROUNDS):
-            before = (dict(self.facts), dict(self.attr_facts), set(self.returns_foreign))
+            before = self._state()
             for scope, target, mode, source in self._sites:
                 self._apply(scope, target, mode, source)
             for scope, function, value in self._returns:
-                if self.kind(value, scope) & (FOREIGN | HOLDS):
+                flags = self.kind(value, scope)
+                if flags & (FOREIGN | HOLDS):
                     self.returns_foreign.add(function)
-            if before == (self.facts, self.attr_facts, self.returns_foreign):
+                if flags & UNKNOWN:
+                    self.returns_arguments.add(function)
+            if before == self._state():
                 return
         self.complete = False
+
+    def _state(self) -> tuple[object, ...]:
+        return (
+            dict(self.facts),
+            dict(self.attr_facts),
+            set(self.returns_foreign),
+            set(self.returns_arguments),
+        )
 
     def _apply(self, scope: Scope, target: ast.expr, mode: str, source: object) -> None:
         if mode == "fixed":
@@ -348,6 +362,12 @@ class Ownership:
             return base | (self.attr_facts.get(attr, 0) if isinstance(attr, str) else FOREIGN)
         if isinstance(func, ast.Attribute) and self.kind(func.value, scope) & HOLDS:
             return FOREIGN  # ``d.get(k)``, ``xs.pop()`` return what the container holds
+        callee = self.kind(func, scope)
+        if callee & CLASS and not callee & (FOREIGN | UNKNOWN):
+            return 0  # one of the model's classes builds a new instance of itself
+        own_function = name in self.functions and not callee & (FOREIGN | UNKNOWN)
+        if own_function and name not in self.returns_arguments:
+            return 0  # the model's function returns nothing it was given (see returns above)
         for arg in [*node.args, *(k.value for k in node.keywords)]:
             if self.kind(arg, scope) & (FOREIGN | HOLDS):
                 return FOREIGN  # ``identity(torch.Tensor)``, ``next(iter([nn.Module]))``
