@@ -9,6 +9,7 @@ untrusted input: lines are size-bounded and parsed as JSON objects only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -76,10 +77,8 @@ class Channel:
             self._buffer += chunk
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 def socketpair() -> tuple[Channel, int]:

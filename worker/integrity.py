@@ -36,7 +36,9 @@ def _watched() -> list[tuple[Any, str, str]]:
         "argmax", "sum", "eq", "__eq__", "detach", "to", "backward", "item", "tolist",
         "__add__", "__iadd__", "__mul__", "__truediv__", "float", "reshape", "numel",
     )  # fmt: skip
-    watched: list[tuple[Any, str, str]] = [(torch.Tensor, m, "torch.Tensor") for m in tensor_methods]
+    watched: list[tuple[Any, str, str]] = [
+        (torch.Tensor, m, "torch.Tensor") for m in tensor_methods
+    ]
     for name in ("cross_entropy", "nll_loss", "log_softmax"):
         watched.append((F, name, "torch.nn.functional"))
     watched.append((torch._C._nn, "cross_entropy_loss", "torch._C._nn"))

@@ -22,6 +22,7 @@ the kernel, a limit, the wall-clock timeout) is an infrastructure failure.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -215,10 +216,9 @@ class Job:
     def _reply(self, process: TrainerProcess, **fields: Any) -> None:
         self._forward_stop(process)
         signal_name = self.stop.signal_name
-        try:
+        # A closed link: the next receive reports how the trainer died.
+        with contextlib.suppress(ChannelClosed):
             process.channel.send({**fields, "stop": self.stop.requested, "signal": signal_name})
-        except ChannelClosed:
-            pass  # the next receive reports how it died
 
     def _summary(self, message: dict[str, Any]) -> None:
         try:

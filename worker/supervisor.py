@@ -176,7 +176,7 @@ class TrainerProcess:
             payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         except Exception as e:
             raise ValueError(f"{name} is not a checkpoint ({type(e).__name__}: {e})") from e
-        if not isinstance(payload, dict) or not CHECKPOINT_KEYS <= set(payload):
+        if not isinstance(payload, dict) or not set(payload) >= CHECKPOINT_KEYS:
             raise ValueError(f"{name} lacks the keys of a checkpoint")
         if (payload["next_epoch"], payload["step"]) != (next_epoch, step):
             raise ValueError(f"{name} holds another position than announced")

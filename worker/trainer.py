@@ -15,6 +15,7 @@ infrastructure, with the model's traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -147,10 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     assert start is not None
     _apply_limits(args)
     outcome = _train(start, channel, stop)
-    try:
+    with contextlib.suppress(ChannelClosed):
         channel.send({"event": "outcome", **outcome})
-    except ChannelClosed:
-        pass
     sys.stdout.flush()
     sys.stderr.flush()
     # Skip torch's slow teardown (and any atexit hook the model registered).

@@ -388,5 +388,3 @@ class TrainingRun:
         result = trainer.evaluate(batches)
         log.info("test accuracy %.4f on %d samples", result.accuracy, result.samples)
         return result.accuracy
-
-

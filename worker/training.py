@@ -4,7 +4,8 @@ Per step: forward (autocast on CUDA when asked), the model's loss, backward, the
 monitor (before clipping), clipping from the monitor's total, the learning rate for this exact
 position in the schedule, the optimizer step. Metrics accumulate on the device; the host reads
 them once per epoch, and are computed with methods of ``torch._C.TensorBase`` taken when this
-module is imported, before any model code runs (see ``worker.integrity``). A stop request (SIGTERM) is honoured between steps and hands back the
+module is imported, before any model code runs (see ``worker.integrity``).
+A stop request (SIGTERM) is honoured between steps and hands back the
 partial epoch so that a checkpoint can carry it.
 """
 
@@ -48,6 +49,7 @@ def _count_correct(outputs: Tensor, y: Tensor) -> Tensor:
 
 def _weighted(loss: Tensor, n: int) -> Tensor:
     return _mul(_to(_detach(loss), torch.float64), n)
+
 
 #: Under DDP the ranks agree on a stop request every this many steps (one tiny all-reduce).
 DDP_STOP_CHECK_EVERY = 10

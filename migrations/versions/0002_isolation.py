@@ -3,6 +3,7 @@
 Revision ID: 0002_isolation
 Revises: 0001
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -181,9 +181,10 @@ def isolate_filesystem(
     try:
         if _remount_all_read_only(libc):
             done.append("read-only-filesystem")
-        if fresh_proc and libc.mount(
-            b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None
-        ) == 0:
+        if (
+            fresh_proc
+            and libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None) == 0
+        ):
             done.append("private-proc")
         needed = _interpreter_paths()
         masked = []
@@ -205,7 +206,13 @@ def isolate_filesystem(
             source = f"/proc/self/fd/{scratch_fd}".encode()
             ok = libc.mount(source, str(scratch).encode(), None, MS_BIND, None) == 0
             # A bind keeps the read-only flag its source mount was just given: clear it.
-            ok = ok and libc.mount(None, str(scratch).encode(), None, MS_BIND | MS_REMOUNT | flags, None) == 0
+            ok = (
+                ok
+                and libc.mount(
+                    None, str(scratch).encode(), None, MS_BIND | MS_REMOUNT | flags, None
+                )
+                == 0
+            )
         if ok:
             done.append("scratch-directory")
     finally:

@@ -66,4 +66,3 @@ def confine(spec: Confinement, preload: Callable[[], None] = lambda: None) -> li
     if spec.network_namespace and "network-namespace" not in layers:
         layers += _linux.deny_network_sockets()
     return layers
-

@@ -28,6 +28,8 @@ PASSED_THROUGH = (
     "OMP_NUM_THREADS",
     "GRADPILOT_LOG_LEVEL",
     "PYTHONUNBUFFERED",
+    # Tests only (docs/security.md): the trainer skips the static check.
+    "GRADPILOT_UNSAFE_DISABLE_STATIC_CHECK",
 )
 
 

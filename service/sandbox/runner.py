@@ -166,7 +166,9 @@ class Sandbox:
                     reason=StaticCheckRejected(violations).message,
                     elapsed_seconds=round(time.monotonic() - started, 3),
                 )
-        process = self._take_spare() or _SandboxProcess.start(self.namespaces, self.limits.allow_weak_isolation)
+        process = self._take_spare() or _SandboxProcess.start(
+            self.namespaces, self.limits.allow_weak_isolation
+        )
         try:
             request = {
                 "source": source,
@@ -201,7 +203,9 @@ class Sandbox:
             if self._closed or self._spare:
                 return
             with contextlib.suppress(SandboxUnavailable):
-                self._spare.append(_SandboxProcess.start(self.namespaces, self.limits.allow_weak_isolation))
+                self._spare.append(
+                    _SandboxProcess.start(self.namespaces, self.limits.allow_weak_isolation)
+                )
 
 
 def _close_all(processes: list[_SandboxProcess]) -> None:
