@@ -118,6 +118,7 @@ def finish_job(session: Session, job: Job, body: JobFinish) -> None:
     job.error_message = body.message
     job.traceback = body.traceback
     job.test_accuracy = body.test_accuracy
+    job.isolation = body.isolation
     job.finished_at = utcnow()
     job.best_val_accuracy = best_val_accuracy(session, job.id)
 

@@ -164,6 +164,15 @@ def current_architecture_version(session: Session, run_id: str) -> int:
     )
 
 
+def _latest_isolation(session: Session, run_id: str) -> str | None:
+    return session.execute(
+        select(Job.isolation)
+        .where(Job.run_id == run_id, Job.isolation.is_not(None))
+        .order_by(Job.generation.desc(), Job.attempt.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
 def run_public(session: Session, run: Run) -> RunPublic:
     counts = _job_counts(session, [run.id]).get(run.id, (0, 0))
     job = latest_job(session, run.id)
@@ -178,6 +187,7 @@ def run_public(session: Session, run: Run) -> RunPublic:
             "resources": Resources.model_validate(run.resources),
             "seed": run.seed,
             "architecture_version": job.architecture_version if job else 0,
+            "isolation": _latest_isolation(session, run.id),
             "final_test_accuracy": run.final_test_accuracy,
             "pending_approval": ApprovalRequest.model_validate(run.pending_approval)
             if run.pending_approval

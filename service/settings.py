@@ -88,6 +88,13 @@ class Settings(BaseSettings):
     sandbox_timeout_s: float = Field(60.0, gt=0)
     sandbox_memory_mb: int = Field(4096, ge=256)
     sandbox_max_parameters: int = Field(50_000_000, ge=1000)
+    allow_weak_isolation: bool = Field(
+        False,
+        description="Run untrusted model code (validation and training) even where a required "
+        "isolation layer (network, process or file isolation) is missing. Off: such a host "
+        "refuses with a message naming what is missing. The level each job and validation ran "
+        "with is recorded either way.",
+    )
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -40,7 +40,10 @@ def _configure_logging(rank: int) -> None:
 def main() -> int:
     stop = StopFlag().install()
     try:
-        ctx = distributed.setup()
+        # The supervisor joins no process group: the confined trainers do (worker.job).
+        from worker.job import supervisor_context
+
+        ctx = supervisor_context()
     except Exception:
         logging.basicConfig()
         log.exception("could not join the process group")

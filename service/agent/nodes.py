@@ -332,6 +332,11 @@ class AgentNodes:
                     if settings.aws_endpoint_url
                     else {}
                 ),
+                **(
+                    {"GRADPILOT_ALLOW_WEAK_ISOLATION": "true"}
+                    if settings.allow_weak_isolation
+                    else {}
+                ),
             },
             gpus=resources.get("gpus", 1),
             vcpus=resources.get("vcpus", 4),

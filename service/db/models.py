@@ -133,6 +133,9 @@ class Job(Base):
     checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)
     best_val_accuracy: Mapped[float | None] = mapped_column(Float)
     test_accuracy: Mapped[float | None] = mapped_column(Float)
+    isolation: Mapped[str | None] = mapped_column(
+        String(300), comment="The isolation level the trainer reported it ran with."
+    )
     outcome_delivered: Mapped[bool] = mapped_column(
         Boolean, default=False, comment="The agent graph has been resumed with this outcome."
     )
