@@ -95,13 +95,15 @@ class Job:
         stop: StopFlag,
         *,
         finish_deadline_s: float = 300.0,
+        artifact_urls: checkpoint.UrlSource | None = None,
     ) -> None:
         self.spec = spec
         self.client = client
         self.ctx = ctx
         self.stop = stop
         self.finish_deadline_s = finish_deadline_s
-        self.store = checkpoint.open_job_store(spec.artifact_prefix)
+        # On S3, only through the URLs the API signs for this job (it holds no S3 permission).
+        self.store = checkpoint.job_store(spec, artifact_urls)
         self.summaries: list[dict[str, Any]] = []
         self.last_saved: tuple[int, int] | None = None
         self.last_heartbeat = time.monotonic()
@@ -112,7 +114,11 @@ class Job:
     def _build(self) -> tuple[Dataset, LoadedModel, Trainer]:
         spec, hp = self.spec, self.spec.hyperparameters
         torch.manual_seed(spec.seed)
-        dataset = load_dataset(spec.dataset, spec.seed)
+        data_spec = spec.dataset
+        signed = getattr(self.store, "dataset_url", lambda: None)()
+        if signed and (data_spec.uri or "").startswith("s3://"):
+            data_spec = data_spec.model_copy(update={"uri": signed})
+        dataset = load_dataset(data_spec, spec.seed)
         loaded = load_model(
             spec.model_source,
             dataset.input_shape,
@@ -154,7 +160,7 @@ class Job:
                 partial = {**p["partial"], "loss_sum": 0.0, "correct": 0, "count": 0}
             return int(p["next_epoch"]), int(p["step"]), partial
         if spec.resume_checkpoint:
-            p = checkpoint.load_url(spec.resume_checkpoint)
+            p = checkpoint.load_resume(self.store, spec.resume_checkpoint)
             same = p.get("model_sha256") == spec.model_sha256
             log.info(
                 "starting from %s (%s)",
