@@ -60,42 +60,50 @@ def _object(store: ArtifactStore, key: str, name: str, *methods: str) -> ObjectU
     return ObjectUrls(name=name, url=store.url(key), **urls)
 
 
-def _outside_object(settings: Settings, url: str) -> ObjectUrls | None:
+def _outside_object(settings: Settings, root: ArtifactStore, url: str) -> ObjectUrls | None:
     """GET access to one object named by its absolute URL (a resume checkpoint, a data set)."""
+    name = url.rpartition("/")[2]
+    if url.startswith(root.root_url + "/"):
+        return _object(root, url.removeprefix(root.root_url + "/"), name, "get")
     if url.startswith("s3://"):
-        root, _, key = url.rpartition("/")
-        store = open_store(root, endpoint_url=settings.aws_endpoint_url, region=settings.aws_region)
-        return _object(store, key, key, "get")
+        parent, _, key = url.rpartition("/")
+        store = open_store(
+            parent, endpoint_url=settings.aws_endpoint_url, region=settings.aws_region
+        )
+        return _object(store, key, name, "get")
     if url.startswith("file://"):
         return ObjectUrls(name=file_url_to_path(url).name, url=url, get=url)
     return None  # a plain path: the worker reads it where it runs
 
 
-def job_artifact_urls(settings: Settings, job: Job, run: Run, put: list[str]) -> ArtifactUrls:
-    """The URLs for ``job``: its checkpoints (get, delete), uploads for the names in ``put``,
-    its resume checkpoint and its data set file (get)."""
+def job_artifact_urls(
+    settings: Settings, root: ArtifactStore, job: Job, run: Run, put: list[str]
+) -> ArtifactUrls:
+    """The URLs for ``job`` in the store ``root`` (the settings' artifact store): its
+    checkpoints (get, delete), uploads for the names in ``put``, its resume checkpoint and
+    its data set file (get)."""
     for name in put:
         if not CHECKPOINT_NAME.match(name):
             raise InvalidInput(
                 f"cannot upload {name!r}: a job uploads only checkpoints named "
                 "e<6+ digit epoch>-s<7+ digit step>.pt"
             )
-    root = settings.resolved_artifact_url
-    store = open_store(
-        artifact_prefix(root, run.id, job.generation),
-        endpoint_url=settings.aws_endpoint_url,
-        region=settings.aws_region,
-    )
-    folder = f"checkpoints/{job.id}/"
-    existing = [k for k in store.list(folder) if CHECKPOINT_NAME.match(k.removeprefix(folder))]
+    folder = f"runs/{run.id}/jobs/g{job.generation}/checkpoints/{job.id}/"
+    existing = [k for k in root.list(folder) if CHECKPOINT_NAME.match(k.removeprefix(folder))]
     dataset_uri = run.dataset.get("uri")
     return ArtifactUrls(
-        checkpoint_prefix=checkpoint_folder(root, job),
+        checkpoint_prefix=f"{root.root_url}/{folder}",
         expires_in_s=URL_TTL_S,
         checkpoints=[
-            _object(store, k, k.removeprefix(folder), "get", "delete") for k in sorted(existing)
+            _object(root, k, k.removeprefix(folder), "get", "delete") for k in sorted(existing)
         ],
-        uploads=[_object(store, folder + name, name, "put") for name in put],
-        resume=_outside_object(settings, job.resume_checkpoint) if job.resume_checkpoint else None,
-        dataset=_outside_object(settings, dataset_uri) if isinstance(dataset_uri, str) else None,
+        uploads=[_object(root, folder + name, name, "put") for name in put],
+        resume=(
+            _outside_object(settings, root, job.resume_checkpoint)
+            if job.resume_checkpoint
+            else None
+        ),
+        dataset=(
+            _outside_object(settings, root, dataset_uri) if isinstance(dataset_uri, str) else None
+        ),
     )

@@ -30,7 +30,8 @@ def get_job(job_id: str, session: DbSession, _: User, __: JobCaller) -> JobPubli
 @router.get("/{job_id}/spec", summary="The job's spec (worker)")
 def get_spec(job_id: str, state: State, session: DbSession, _: LiveJobCaller) -> JobSpec:
     job = job_ops.get_job(session, job_id)
-    return job_ops.job_spec(session, job, state.settings.resolved_artifact_url)
+    # The store's own root URL (resolved), the one the URLs it hands out start with.
+    return job_ops.job_spec(session, job, state.artifacts.root_url)
 
 
 @router.get(
@@ -53,7 +54,7 @@ def get_artifact_urls(
     method on one key, so the worker needs no S3 permission; on a ``file://`` store they are
     the objects' own URLs."""
     job = job_ops.get_job(session, job_id)
-    return job_artifact_urls(state.settings, job, job.run, put or [])
+    return job_artifact_urls(state.settings, state.artifacts, job, job.run, put or [])
 
 
 def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def post_checkpoint(
 ) -> dict[str, str]:
     """The URI must lie in the job's own checkpoint folder (422 otherwise)."""
     job = job_ops.get_job(session, job_id)
-    check_checkpoint_uri(state.settings.resolved_artifact_url, job, body.uri)
+    check_checkpoint_uri(state.artifacts.root_url, job, body.uri)
     job_ops.register_checkpoint(session, job, body)
     session.commit()
     return {"status": "ok"}
