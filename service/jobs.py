@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import Architecture, EpochSummary, Job, utcnow
 from service.errors import Conflict, InvalidInput, NotFound
+from service.job_artifacts import artifact_prefix
 from service.schemas.datasets import DatasetSpec
 from service.schemas.hyperparameters import Hyperparameters
 from service.schemas.jobs import CheckpointIn, JobFinish, JobSpec
@@ -66,7 +67,7 @@ def job_spec(session: Session, job: Job, artifact_root: str, checkpoint_every: i
         schedule_total_epochs=job.schedule_total_epochs,
         resume_checkpoint=job.resume_checkpoint,
         resume_weights_only=job.resume_weights_only,
-        artifact_prefix=f"{artifact_root.rstrip('/')}/runs/{run.id}/jobs/g{job.generation}",
+        artifact_prefix=artifact_prefix(artifact_root, run.id, job.generation),
         checkpoint_every=checkpoint_every,
         seed=run.seed + job.generation,
     )

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.db.models import Architecture, Decision, EpochSummary, Job, Run
+from service.db.models import BUILTIN_ADMIN_ID, Architecture, Decision, EpochSummary, Job, Run
 from service.errors import Conflict, InvalidInput, NotFound, SandboxRejected
 from service.schemas.datasets import DatasetSpec
 from service.schemas.decisions import ArchitectureDiff, ArchitecturePublic, DecisionPublic
@@ -45,8 +45,11 @@ def check_advisor_spec(spec: str) -> str:
     return spec
 
 
-def create_run(session: Session, body: RunCreate, default_advisor: str) -> Run:
-    """Store a new run and its first architecture (after the static check of its source)."""
+def create_run(
+    session: Session, body: RunCreate, default_advisor: str, owner_id: str = BUILTIN_ADMIN_ID
+) -> Run:
+    """Store a new run of ``owner_id`` and its first architecture (after the static check of
+    its source)."""
     from service.sandbox.static_check import check_source
 
     try:
@@ -63,6 +66,7 @@ def create_run(session: Session, body: RunCreate, default_advisor: str) -> Run:
         advisor=check_advisor_spec(body.advisor or default_advisor),
         approval=body.approval,
         seed=body.seed,
+        owner_id=owner_id,
     )
     session.add(run)
     session.flush()
@@ -81,8 +85,14 @@ def create_run(session: Session, body: RunCreate, default_advisor: str) -> Run:
     return run
 
 
-def get_run(session: Session, run_id: str, *, for_update: bool = False) -> Run:
+def get_run(
+    session: Session, run_id: str, *, for_update: bool = False, owner_id: str | None = None
+) -> Run:
+    """The run; with ``owner_id``, only if that user owns it: another user's run is "not
+    found", exactly like a missing one, so that ids do not leak."""
     stmt = select(Run).where(Run.id == run_id)
+    if owner_id is not None:
+        stmt = stmt.where(Run.owner_id == owner_id)
     if for_update:
         stmt = stmt.with_for_update()
     run = session.execute(stmt).scalar_one_or_none()
@@ -131,10 +141,14 @@ def _summary(run: Run, counts: tuple[int, int]) -> dict[str, Any]:
 
 
 def list_runs(
-    session: Session, *, status: str | None, limit: int, offset: int
+    session: Session, *, status: str | None, limit: int, offset: int, owner_id: str | None = None
 ) -> tuple[list[RunSummary], int]:
+    """Runs newest first; with ``owner_id``, only that user's."""
     stmt = select(Run)
     count_stmt = select(func.count(Run.id))
+    if owner_id is not None:
+        stmt = stmt.where(Run.owner_id == owner_id)
+        count_stmt = count_stmt.where(Run.owner_id == owner_id)
     if status:
         stmt = stmt.where(Run.status == status)
         count_stmt = count_stmt.where(Run.status == status)

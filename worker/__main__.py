@@ -74,7 +74,14 @@ def _run(ctx: distributed.Context, stop: StopFlag) -> int:
             return exit_codes.INFRASTRUCTURE_ERROR
         from worker.job import Job
 
-        job = Job(spec, client if ctx.is_main else None, ctx, stop, finish_deadline_s=deadline)
+        job = Job(
+            spec,
+            client if ctx.is_main else None,
+            ctx,
+            stop,
+            finish_deadline_s=deadline,
+            artifact_urls=client.artifact_urls,
+        )
         try:
             return job.run()
         except Preempted as e:

@@ -93,13 +93,15 @@ class Job:
         stop: StopFlag,
         *,
         finish_deadline_s: float = 300.0,
+        artifact_urls: checkpoint.UrlSource | None = None,
     ) -> None:
         self.spec = spec
         self.client = client
         self.ctx = ctx
         self.stop = stop
         self.finish_deadline_s = finish_deadline_s
-        self.store = checkpoint.open_job_store(spec.artifact_prefix)
+        # On S3, only through the URLs the API signs for this job (it holds no S3 permission).
+        self.store = checkpoint.job_store(spec, artifact_urls)
         self.isolation: str | None = None
         self._stop_forwarded = False
 
@@ -107,7 +109,11 @@ class Job:
 
     def _prepare_inputs(self, inputs: Path) -> dict[str, Any]:
         spec = self.spec
-        dataset = load_dataset(spec.dataset, spec.seed)
+        data_spec = spec.dataset
+        signed = getattr(self.store, "dataset_url", lambda: None)()
+        if signed and (data_spec.uri or "").startswith("s3://"):
+            data_spec = data_spec.model_copy(update={"uri": signed})
+        dataset = load_dataset(data_spec, spec.seed)
         dataset_to_file(dataset, inputs / "dataset.pt")
         start: dict[str, Any] = {
             "spec": spec.model_dump(mode="json"),
@@ -123,7 +129,7 @@ class Job:
                 for item in found.payload.get("summaries") or []:
                     self.client.outbox.add_summary(EpochSummaryIn.model_validate(item))
         elif spec.resume_checkpoint:
-            payload = checkpoint.load_url(spec.resume_checkpoint)  # validates the format
+            payload = checkpoint.load_resume(self.store, spec.resume_checkpoint)  # validates it
             path = inputs / "start.pt"
             path.write_bytes(checkpoint.dumps(payload))
             start["resume"] = {"kind": "start", "path": str(path), "url": spec.resume_checkpoint}

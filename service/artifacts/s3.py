@@ -133,3 +133,32 @@ class S3ArtifactStore:
             family=_FAMILY,
             hint=_hint,
         )
+
+    def presigned_url(self, key: str, method: str, expires_in_s: int) -> str:
+        """A SigV4 pre-signed URL for one method on one key: the signature covers the method
+        and the key, so the URL cannot be turned to another object. Signing is local (no
+        request to S3), so it cannot fail for a missing object."""
+        operation = {"get": "get_object", "put": "put_object", "delete": "delete_object"}[method]
+        signer = getattr(self, "_signer", None)
+        if signer is None:
+            # SigV4 (botocore presigns S3 with SigV2 by default, which newer regions refuse),
+            # same endpoint, region and credentials as the store's client.
+            import boto3
+            from botocore.config import Config
+
+            signer = self._signer = boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.client.meta.endpoint_url,
+                region_name=self.client.meta.region_name,
+                config=Config(signature_version="s3v4"),
+            )
+        try:
+            return str(
+                signer.generate_presigned_url(
+                    ClientMethod=operation,
+                    Params={"Bucket": self.bucket, "Key": self._key(key)},
+                    ExpiresIn=expires_in_s,
+                )
+            )
+        except SDK_ERRORS as e:
+            raise self._error(e, "generate_presigned_url", key) from e
