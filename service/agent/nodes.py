@@ -60,6 +60,7 @@ class AgentNodes:
         return self.deps.advisor_for(run.advisor)
 
     def _write_validated(self, run: Run, ctx: AdvisorContext) -> proposals.Written | None:
+        """The writer -> sandbox -> fixer loop with this graph's advisors and sandbox."""
         return proposals.write_validated(self.deps, run, ctx)
 
     def prepare(self, state: AgentState) -> AgentState:

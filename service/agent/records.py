@@ -22,12 +22,14 @@ from service.schemas.summaries import EpochSummaryIn
 
 
 def run_of(session: Session, run_id: str) -> Run:
+    """The graph's run (a run is never deleted while its graph runs)."""
     run = session.get(Run, run_id)
     assert run is not None, f"run {run_id} vanished"
     return run
 
 
 def architecture(session: Session, run_id: str, version: int) -> Architecture:
+    """One stored version of the run's model (version 0: the user's)."""
     return session.execute(
         select(Architecture).where(Architecture.run_id == run_id, Architecture.version == version)
     ).scalar_one()
@@ -42,6 +44,7 @@ def architecture_source(session: Session, run_id: str, version: int) -> str:
 
 
 def next_architecture_version(session: Session, run_id: str) -> int:
+    """The version a new architecture of the run gets."""
     latest = session.execute(
         select(func.max(Architecture.version)).where(Architecture.run_id == run_id)
     ).scalar_one()
@@ -58,6 +61,7 @@ def save_architecture(
     parent: int,
     parameters: int | None,
 ) -> None:
+    """Store a new architecture version (once)."""
     existing = session.execute(
         select(Architecture).where(Architecture.run_id == run_id, Architecture.version == version)
     ).scalar_one_or_none()
@@ -119,11 +123,13 @@ def record_decision(
 
 
 def add_tokens(run: Run, usage: Usage) -> None:
+    """Count an advisor call's tokens on the run."""
     run.input_tokens += usage.input_tokens
     run.output_tokens += usage.output_tokens
 
 
 def has_finish_decision(session: Session, run_id: str) -> bool:
+    """Whether the run's final decision is recorded already."""
     return bool(
         session.execute(
             select(func.count(Decision.id)).where(
@@ -170,6 +176,7 @@ def ended_job(session: Session, outcome: JobOutcome | None) -> Job | None:
 
 
 def latest_succeeded_job(session: Session, run_id: str) -> Job | None:
+    """The run's last job that succeeded (its test accuracy is the run's)."""
     return (
         session.execute(
             select(Job)

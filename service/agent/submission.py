@@ -13,6 +13,7 @@ from service.db.models import Job, Run, utcnow
 from service.errors import ExecutorError
 from service.executors import Executor, JobSubmission, job_name
 from service.schemas.statuses import ErrorKind, JobStatus
+from service.schemas.worker_env import WorkerEnvironment
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,14 @@ def submit(session: Session, settings: Settings, executor: Executor, run: Run, j
     Commits first: the job's token must be stored before the worker can call back with it.
     """
     token = auth.mint_job_token(session, job.id)
+    environment = WorkerEnvironment(
+        api_url=settings.resolved_public_url,
+        job_id=job.id,
+        job_token=token,
+        aws_endpoint_url=settings.aws_endpoint_url,
+    ).as_env()
+    if settings.allow_weak_isolation:  # the operator's choice holds for the trainer too
+        environment[ALLOW_WEAK_ENV] = "true"
     resources = run.resources
     submission = JobSubmission(
         job_id=job.id,
@@ -31,17 +40,7 @@ def submit(session: Session, settings: Settings, executor: Executor, run: Run, j
         generation=job.generation,
         attempt=job.attempt,
         name=job_name(run.id, job.generation, job.attempt),
-        environment={
-            "GRADPILOT_API_URL": settings.resolved_public_url,
-            "GRADPILOT_JOB_ID": job.id,
-            "GRADPILOT_JOB_TOKEN": token,
-            **(
-                {"GRADPILOT_AWS_ENDPOINT_URL": settings.aws_endpoint_url}
-                if settings.aws_endpoint_url
-                else {}
-            ),
-            **({ALLOW_WEAK_ENV: "true"} if settings.allow_weak_isolation else {}),
-        },
+        environment=environment,
         gpus=resources.get("gpus", 1),
         vcpus=resources.get("vcpus", 4),
         memory_mib=resources.get("memory_mib", 15000),

@@ -29,7 +29,7 @@ from service.agent.state import JobOutcome
 from service.controller import leases
 from service.db.models import EpochSummary, Job, Run, utcnow
 from service.errors import GradpilotError
-from service.executors import Executor, ExecutorStatus
+from service.executors import TERMINAL_EXECUTOR_STATES, Executor, ExecutorStatus
 from service.jobs import best_val_accuracy
 from service.schemas import exit_codes
 from service.schemas.statuses import (
@@ -50,9 +50,7 @@ ACTIVE_RUN = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.AWAITING
 #: ``ACTIVE_JOB_STATUSES`` includes it)
 ACTIVE_JOB = frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING})
 #: what the executor says of a job that has ended, or that it no longer knows
-ENDED_STATES = frozenset(
-    {ExecutorState.SUCCEEDED, ExecutorState.FAILED, ExecutorState.CANCELLED, ExecutorState.UNKNOWN}
-)
+ENDED_STATES = TERMINAL_EXECUTOR_STATES | {ExecutorState.UNKNOWN}
 FULL_SWEEP_EVERY_S = 30.0
 
 
