@@ -24,9 +24,10 @@ from botocore.awsrequest import AWSResponse
 from botocore.credentials import CredentialResolver
 from botocore.stub import Stubber
 
-from service.advisors import llm as llm_module
+from service.advisors import llm_models as llm_module
 from service.advisors._protocol import Advisor, AdvisorContext, Assessment, HistoryEntry, Usage
-from service.advisors.llm import LLMAdvisor, bedrock_chat_model
+from service.advisors.llm import LLMAdvisor
+from service.advisors.llm_models import bedrock_chat_model
 from service.advisors.registry import advisor_factory
 from service.errors import AdvisorError, ConfigurationError
 from service.schemas.hyperparameters import Hyperparameters, clamp_changes
