@@ -154,7 +154,9 @@ def test_a_run_finishes_through_motos_batch_in_containers(stack: Stack) -> None:
     env = {**os.environ, "GRADPILOT_URL": stack.api_url, "GRADPILOT_TOKEN": TOKEN}
     _say("gradpilot runs create ... --wait (moto's Batch runs each job's container)")
     started = time.monotonic()
-    created = _cli(env, "runs", "create", "examples/flawed_digits.py", *RUN_ARGS, "--wait", "--json")
+    created = _cli(
+        env, "runs", "create", "examples/flawed_digits.py", *RUN_ARGS, "--wait", "--json"
+    )
     _record("compose_run_wall_s", time.monotonic() - started)
     assert created.returncode == 0, created.stdout[-3000:] + created.stderr[-3000:]
     run = json.loads(created.stdout)
