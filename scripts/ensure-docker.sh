@@ -183,7 +183,7 @@ images() {
   local base worker postgres moto
   base=$(build_base)
   worker="gradpilot-worker:$(content_hash "$base" Dockerfile.worker .dockerignore pyproject.toml \
-    alembic.ini service worker infra examples)"
+    README.md alembic.ini service worker infra examples)"
   build_image "$worker" Dockerfile.worker . --build-arg "BASE_IMAGE=$base" >/dev/null
   docker tag "$worker" gradpilot-worker:local
   postgres="gradpilot-postgres:$(content_hash "$base" tests/compose/images/postgres)"

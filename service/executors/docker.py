@@ -164,6 +164,7 @@ class DockerExecutor:
         #: Terminal statuses by id: an exited container never changes again.
         self._final: dict[str, ExecutorStatus] = {}
         self._engine: dict[str, Any] | None = None
+        self._warned_no_gpu = False
 
     # -- protocol ------------------------------------------------------------------------
 
@@ -189,7 +190,6 @@ class DockerExecutor:
                 volumes=self._volumes(),
                 user=self.settings.docker_user,
                 stop_signal="SIGTERM",
-                stop_timeout=int(self.grace_s),
             )
         except ImageNotFound:
             raise ExecutorError(
@@ -400,6 +400,9 @@ class DockerExecutor:
             self._engine_info().get("Runtimes") or {}
         ):
             # A CPU-only workstation: the job still runs (the worker trains on the CPU).
+            if self._warned_no_gpu:
+                return None
+            self._warned_no_gpu = True
             log.warning(
                 "the job asks for %d GPU(s) but this Docker engine has no NVIDIA runtime: "
                 "running it without GPUs (install the NVIDIA container toolkit, or set "
