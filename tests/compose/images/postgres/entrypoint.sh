@@ -16,7 +16,10 @@ fi
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pwfile=$(mktemp)
   printf '%s\n' "${POSTGRES_PASSWORD:-}" >"$pwfile"
-  initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" --auth-local=trust \
+  # UTF-8 as the official image does: a container has no locale, and initdb would pick
+  # SQL_ASCII, in which psycopg 3 returns bytes for text.
+  initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" --encoding=UTF8 --locale=C.UTF-8 \
+    --auth-local=trust \
     --auth-host=scram-sha-256 >/dev/null
   rm -f "$pwfile"
   echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
