@@ -34,7 +34,10 @@ FILES = ["docker-compose.yml", "docker-compose.host.yml"]
 TOKEN = f"compose-test-token-{uuid.uuid4().hex[:12]}"
 #: Where the tests write what they measured (the issue's figures), and the stack's logs.
 OUT = ROOT / "test-artifacts" / "compose"
-RUN_ARGS = ["--dataset", "digits", "--epochs-per-job", "2", "--max-jobs", "2", "--lr", "0.1"]
+RUN_ARGS = ["--dataset", "digits", "--epochs-per-job", "1", "--max-jobs", "2", "--lr", "0.1"]
+#: A run of two one-epoch jobs takes minutes on a busy 2-core machine (torch starts in each
+#: container): above pytest's default limit of 600 s.
+RUN_TIMEOUT_S = 1200
 
 
 def _say(message: str) -> None:
@@ -150,6 +153,7 @@ def test_compose_up_prints_where_everything_is(stack: Stack) -> None:
     assert runs.status_code == 200
 
 
+@pytest.mark.timeout(RUN_TIMEOUT_S)
 def test_a_run_finishes_through_motos_batch_in_containers(stack: Stack) -> None:
     env = {**os.environ, "GRADPILOT_URL": stack.api_url, "GRADPILOT_TOKEN": TOKEN}
     _say("gradpilot runs create ... --wait (moto's Batch runs each job's container)")
@@ -168,7 +172,7 @@ def test_a_run_finishes_through_motos_batch_in_containers(stack: Stack) -> None:
     jobs = api.get(f"/v1/runs/{run['id']}/jobs").json()["data"]
     assert len(jobs) == 2 and all(j["status"] == "succeeded" for j in jobs), jobs
     metrics = api.get(f"/v1/runs/{run['id']}/metrics").json()["data"]
-    assert len(metrics) >= 4, metrics  # 2 jobs x 2 epochs of summaries the workers posted
+    assert len(metrics) >= 2, metrics  # an epoch summary from each job's worker
 
     s3 = boto3.client(
         "s3",
@@ -184,6 +188,7 @@ def test_a_run_finishes_through_motos_batch_in_containers(stack: Stack) -> None:
     assert any("/checkpoints/" in k and k.endswith(".pt") for k in keys), keys
 
 
+@pytest.mark.timeout(RUN_TIMEOUT_S)
 def test_a_run_finishes_through_the_docker_executor(tmp_path: Path) -> None:
     """The control plane here, each job a container of the worker image on the host network,
     checkpoints in a file:// store the containers write to (mounted at the same path)."""
