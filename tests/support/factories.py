@@ -100,9 +100,8 @@ def add_job(
     client: TestClient, run_id: str, *, generation: int = 0, epoch_start: int = 0, epochs: int = 2
 ) -> tuple[str, str]:
     """Create a job row for a run (as the agent would) and return (job id, job token)."""
-    sessions = client.app.state.gradpilot.sessions  # type: ignore[attr-defined]
+    sessions: sessionmaker[Session] = client.app.state.gradpilot.sessions  # type: ignore[attr-defined]
     with sessions() as session:
-        session: Session
         job = Job(
             run_id=run_id,
             generation=generation,
