@@ -19,9 +19,10 @@
 
 Fixtures stay in the ``conftest.py`` nearest to the tests that share them: ``tests/conftest.py``
 (settings, SQLite and Postgres databases, the in-process API, the moto server; it marks every
-test that reaches Postgres ``postgres``), ``tests/worker/conftest.py`` (a started
-``FakeApi``), ``tests/advisors/conftest.py`` (fake AWS credentials), ``tests/cli``,
-``tests/web`` and ``tests/e2e``. Test modules never import from each other or from a conftest.
+test that reaches Postgres ``postgres``), ``tests/worker`` and ``tests/confinement`` (a started
+``FakeApi``, from ``fake_api.serving``), ``tests/advisors`` (fake AWS credentials),
+``tests/cli``, ``tests/web`` and ``tests/e2e``. Test modules never import from each other or
+from a conftest.
 
 Nothing here imports pytest at module level except ``fake_api``, so that benchmarks, which
 run outside pytest, can use the rest.

@@ -9,11 +9,13 @@ control plane so that a worker test needs no database, controller or agent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +154,19 @@ class FakeApi:
             assert self._thread is not None
             self._thread.join(20)
             self._server = None
+
+
+@contextlib.contextmanager
+def serving() -> Iterator[FakeApi]:
+    """A started ``FakeApi``, stopped afterwards (a held heartbeat is released first)."""
+    fake = FakeApi()
+    fake.start()
+    try:
+        yield fake
+    finally:
+        if fake.hold is not None:
+            fake.hold.release.set()
+        fake.stop()
 
 
 def worker_env(api: FakeApi, job_id: str, spool: Path, **extra: str) -> dict[str, str]:

@@ -6,16 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.fake_api import FakeApi
+from tests.support.fake_api import FakeApi, serving
 
 
 @pytest.fixture
 def api() -> Iterator[FakeApi]:
-    fake = FakeApi()
-    fake.start()
-    try:
+    with serving() as fake:
         yield fake
-    finally:
-        if fake.hold is not None:
-            fake.hold.release.set()
-        fake.stop()
