@@ -9,6 +9,7 @@
   pointed at it (in this process or as ``python -m worker``).
 - ``bedrock``: Claude on Bedrock scripted with a botocore ``Stubber``, and what it says.
 - ``stack``: an embedded control plane for end-to-end tests, waiting for a run's status.
+- ``users``: bearer headers, users and an admin made through the API's token endpoint.
 - ``postgres``: scratch databases and whether the server answers (tests' and benchmarks').
 - ``moto``: fake AWS credentials, an in-process moto or a ``moto_server`` process with the
   gradpilot stack deployed, settings for the ``batch`` executor on it.
@@ -21,8 +22,8 @@ Fixtures stay in the ``conftest.py`` nearest to the tests that share them: ``tes
 (settings, SQLite and Postgres databases, the in-process API, the moto server; it marks every
 test that reaches Postgres ``postgres``), ``tests/worker`` and ``tests/confinement`` (a started
 ``FakeApi``, from ``fake_api.serving``), ``tests/advisors`` (fake AWS credentials),
-``tests/cli``, ``tests/web`` and ``tests/e2e``. Test modules never import from each other or
-from a conftest.
+``tests/auth`` (users), ``tests/cli``, ``tests/web`` and ``tests/e2e``. Test modules never
+import from each other or from a conftest.
 
 Nothing here imports pytest at module level except ``fake_api``, so that benchmarks, which
 run outside pytest, can use the rest.
