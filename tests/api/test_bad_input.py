@@ -7,7 +7,7 @@ import math
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import add_job, run_body, summary
+from tests.support.factories import add_job, run_body, summary
 
 
 def _count_runs(client: TestClient) -> int:

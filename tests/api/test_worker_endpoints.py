@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.helpers import add_job, run_body, summary
+from tests.support.factories import add_job, run_body, summary
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.db.models import BUILTIN_ADMIN_ID, Run
-from tests.auth.conftest import Users, bearer
-from tests.helpers import add_job, run_body
+from tests.support.factories import add_job, run_body
+from tests.support.users import Users, bearer
 
 # Every user route that names a run, with its method and body.
 RUN_ROUTES = [

@@ -12,8 +12,8 @@ import torch
 from fastapi.testclient import TestClient
 
 from service.schemas.artifacts import ArtifactUrls
-from tests.auth.conftest import bearer
-from tests.helpers import add_job, run_body
+from tests.support.factories import add_job, run_body
+from tests.support.users import bearer
 from worker import checkpoint
 
 NAME = "e000001-s0000000.pt"
@@ -100,12 +100,12 @@ def s3_client(moto_server: str, home, monkeypatch: pytest.MonkeyPatch, tmp_path)
     """The API with its artifact store in a moto server's bucket (only the API holds keys)."""
     import boto3
 
-    from bench._moto import fake_aws_environment
     from service.api.app import build_state
     from service.app import create_app
     from service.db.migrate import upgrade
     from service.settings import Settings
-    from tests.conftest import USER_TOKEN
+    from tests.support.factories import USER_TOKEN
+    from tests.support.moto import fake_aws_environment
 
     for key, value in fake_aws_environment(tmp_path).items():
         monkeypatch.setenv(key, value)

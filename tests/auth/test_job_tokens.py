@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from service.db.models import ApiToken, Job
-from tests.auth.conftest import bearer
-from tests.helpers import add_job, run_body, summary
+from tests.support.factories import add_job, run_body, summary
+from tests.support.users import bearer
 from worker.client import ApiClient as WorkerClient
 
 END_STATES = ["succeeded", "failed", "cancelled", "superseded"]

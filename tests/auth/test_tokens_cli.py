@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from service.cli import tokens as tokens_cli
 from service.cli.client import ApiClient, CliError
 from service.cli.main import app
-from tests.conftest import USER_TOKEN
+from tests.support.factories import USER_TOKEN
 
 runner = CliRunner()
 

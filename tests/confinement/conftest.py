@@ -1,4 +1,5 @@
-"""The fake worker API of tests/worker, for the confinement tests."""
+"""The worker's fake API (``tests/support/fake_api.py``), started per test, for the
+confinement tests."""
 
 from __future__ import annotations
 
@@ -6,16 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.worker.conftest import FakeApi
+from tests.support.fake_api import FakeApi, serving
 
 
 @pytest.fixture
 def api() -> Iterator[FakeApi]:
-    fake = FakeApi()
-    fake.start()
-    try:
+    with serving() as fake:
         yield fake
-    finally:
-        if fake.hold is not None:
-            fake.hold.release.set()
-        fake.stop()

@@ -28,14 +28,15 @@ from service.schemas import exit_codes
 from service.schemas.datasets import DatasetSpec
 from service.schemas.hyperparameters import Hyperparameters
 from service.schemas.jobs import JobSpec
-from tests.worker.conftest import REPO, TOKEN, FakeApi, worker_env
+from tests.support.fake_api import JOB_TOKEN, FakeApi, worker_env
+from tests.support.paths import ROOT
 from worker.model_loading import source_sha256
 
 pytestmark = pytest.mark.slow
 
 AWS_SECRET = "aws-secret-" + uuid.uuid4().hex
 USER_TOKEN = "user-token-" + uuid.uuid4().hex
-SECRETS = (TOKEN, AWS_SECRET, USER_TOKEN)
+SECRETS = (JOB_TOKEN, AWS_SECRET, USER_TOKEN)
 
 PROBE = r"""
 import glob
@@ -139,7 +140,7 @@ def _setup(
         home / f"escape-{tag}",
         artifacts / f"escape-{tag}",
         world / f"escape-{tag}",
-        REPO / f"escape-{tag}",
+        ROOT / f"escape-{tag}",
     ]
     if owner is not None:
         for path in [world, *world.rglob("*")]:
@@ -174,7 +175,7 @@ def _setup(
         AWS_ACCESS_KEY_ID="AKIAHOSTILETEST",
         AWS_CONTAINER_CREDENTIALS_FULL_URI="http://169.254.170.23/v1/credentials",
         GRADPILOT_UNSAFE_DISABLE_STATIC_CHECK="1",
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=str(ROOT),
     )
     return spec, env, outside
 
@@ -201,7 +202,7 @@ def _run_worker(env: dict[str, str], log: Path, as_user: int | None) -> int:
         command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", AS_USER]
     with log.open("wb") as out:
         proc = subprocess.run(
-            command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=300
+            command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=300
         )
     return proc.returncode
 
@@ -292,7 +293,7 @@ def test_without_namespaces_an_unprivileged_user_is_refused_unless_weak_is_allow
     assert finish["isolation"].startswith("weak (no processes or files isolation)")
     # Even so, the environment holds no secret and the seccomp filter stops the network.
     seen = _probe(log)
-    assert TOKEN not in json.dumps(seen["env"]) and AWS_SECRET not in json.dumps(seen["env"])
+    assert JOB_TOKEN not in json.dumps(seen["env"]) and AWS_SECRET not in json.dumps(seen["env"])
     assert seen["inet_socket"] is None and seen["network"] != "connected"
 
 

@@ -35,7 +35,8 @@ from service.schemas.exit_codes import (
     SUCCESS,
 )
 from service.settings import Settings
-from tests.executors.batch_fixtures import batch_settings, moto_batch_stack, submission
+from tests.support.factories import submission
+from tests.support.moto import batch_settings, moto_batch_stack
 
 # -- under moto ---------------------------------------------------------------------------
 

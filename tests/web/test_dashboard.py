@@ -18,9 +18,14 @@ from service.db.migrate import upgrade
 from service.db.models import DashboardSession, Run
 from service.settings import Settings
 from service.web.auth import COOKIE
-from tests.conftest import USER_TOKEN
-from tests.helpers import add_job, run_body, summary
-from tests.reports.builders import REDESIGN_RATIONALE, finish_run
+from tests.support.factories import (
+    REDESIGN_RATIONALE,
+    USER_TOKEN,
+    add_job,
+    finish_run,
+    run_body,
+    summary,
+)
 
 
 def finished(client: TestClient) -> str:

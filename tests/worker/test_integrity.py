@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MODEL, FakeApi, make_spec, run_in_process
 
 from service.schemas import exit_codes
+from tests.support.factories import TINY_CNN, make_spec
+from tests.support.fake_api import FakeApi, run_in_process
 
-PATCH_ARGMAX = TINY_MODEL.replace(
+PATCH_ARGMAX = TINY_CNN.replace(
     "    def forward(self, x):\n",
     """    def forward(self, x):
         if self.training:
@@ -28,7 +29,7 @@ PATCH_ARGMAX = TINY_MODEL.replace(
 """,
 )
 
-PATCH_LOSS = TINY_MODEL.replace(
+PATCH_LOSS = TINY_CNN.replace(
     "    def forward(self, x):\n",
     """    def forward(self, x):
         import torch.nn.functional as F
@@ -36,7 +37,7 @@ PATCH_LOSS = TINY_MODEL.replace(
 """,
 )
 
-SUBCLASS = TINY_MODEL.replace(
+SUBCLASS = TINY_CNN.replace(
     "        return self.fc(torch.flatten(x, 1))",
     """        class Honest(torch.Tensor):
             pass

@@ -1,14 +1,12 @@
 """Just enough of the Chrome DevTools Protocol to drive headless Chromium from a test: start
-it, open a page, evaluate JavaScript, wait for loads, take a screenshot."""
+it, open a page, evaluate JavaScript, wait for loads, take a screenshot (the dashboard's
+browser tests; ``scripts/ensure-chromium.sh`` installs it)."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
+
+from tests.support.ports import free_port
+from tests.support.processes import stop
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -32,12 +33,6 @@ FLAGS = [
     "--hide-scrollbars",
     "--window-size=1400,1000",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Page:
@@ -130,13 +125,6 @@ def chromium(profile: Path, timeout: float = 60) -> Iterator[Page]:
             page.send("Runtime.enable")
             yield page
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop(proc, 10, group=True)  # its renderers and GPU process are in its group
         if proc.stderr:
             proc.stderr.close()
