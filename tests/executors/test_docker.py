@@ -27,8 +27,8 @@ from service.executors.registry import make_executor
 from service.schemas import exit_codes
 from service.settings import Settings
 from tests.compose.engine import engine, image
-from tests.executors.batch_fixtures import submission
 from tests.executors.contract import ExecutorContract, ExecutorHarness, Outcome, unique_name
+from tests.support.factories import submission
 
 # Stands in for the worker image's `python -m worker`: the contract is about the executor. It
 # ends as GP_CONTRACT_OUTCOME says; GP_EXIT picks another exit code.
