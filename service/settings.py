@@ -72,7 +72,23 @@ class Settings(BaseSettings):
     # AWS Batch executor
     batch_job_queue: str | None = None
     batch_job_definition: str | None = None
-    batch_runnable_timeout_s: int = Field(1800, ge=60)
+    batch_runnable_timeout_s: int = Field(
+        1800,
+        ge=1,
+        description="How long a job may wait in RUNNABLE (for capacity) before it is shown "
+        "as stuck, with the likely causes.",
+    )
+    batch_runnable_action: Literal["fail", "wait"] = Field(
+        "fail",
+        description="What a job stuck in RUNNABLE past the timeout does: end its run with the "
+        "diagnosis (fail), or keep waiting with the diagnosis shown (wait).",
+    )
+    batch_list_consistency_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long Batch's ListJobs may take to show a new job: a submission a "
+        "crash interrupted is retried only after this long without the job appearing.",
+    )
 
     # Docker executor (one container of the worker image per job; docs/docker.md)
     docker_image: str = Field(
@@ -101,7 +117,31 @@ class Settings(BaseSettings):
 
     # Controller
     controller_interval_s: float = Field(1.0, gt=0)
-    job_heartbeat_timeout_s: int = Field(600, ge=10)
+    job_heartbeat_timeout_s: int = Field(
+        600,
+        ge=1,
+        description="A job the executor says runs, with no heartbeat for this long, is stopped "
+        "as lost (a job queued again after a spot reclaim is not timed).",
+    )
+    controller_parallel_runs: int = Field(
+        16,
+        ge=1,
+        le=512,
+        description="How many runs one controller replica advances at once (graph steps, "
+        "LLM calls and sandbox runs in parallel).",
+    )
+    job_attempt_timeout_max_s: int = Field(
+        24 * 3600,
+        ge=60,
+        description="The longest a job attempt may run; also its timeout before any epoch "
+        "of the run has been timed.",
+    )
+    job_attempt_timeout_margin: float = Field(
+        3.0,
+        ge=1.0,
+        description="An attempt's timeout is epochs x the measured epoch time x this margin "
+        "(plus start-up time), at most GRADPILOT_JOB_ATTEMPT_TIMEOUT_MAX_S.",
+    )
     job_report_grace_s: float = Field(
         60.0,
         ge=0,

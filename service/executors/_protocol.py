@@ -26,8 +26,11 @@ TERMINAL_EXECUTOR_STATES: frozenset[ExecutorState] = frozenset(
 class JobSubmission:
     """What an executor needs to start one worker.
 
-    ``name`` carries run, generation and attempt (``gp-<run8>-g<gen>-a<attempt>``) so that a
-    job is recognisable in the AWS console and a resubmission is idempotent.
+    ``name`` carries run, generation, attempt and the job row's own id
+    (``gp-<run8>-g<gen>-a<attempt>-<job12>``, see :func:`job_name`) so that a job is
+    recognisable in the AWS console and a resubmission, also by a restarted control plane,
+    finds the job already submitted instead of starting another. ``timeout_s`` is the attempt
+    timeout (``service.executors.timeouts``); every executor enforces it.
     """
 
     job_id: str
@@ -40,6 +43,10 @@ class JobSubmission:
     vcpus: int = 4
     memory_mib: int = 15000
     timeout_s: int | None = None
+    #: When (epoch seconds) an earlier submission of this job began, if one did: a control
+    #: plane that crashed may have submitted it already, and an executor whose listing lags
+    #: (AWS Batch) waits out that lag before taking "not found" for "not submitted".
+    earlier_attempt_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +89,11 @@ class Executor(Protocol):
         ...
 
 
-def job_name(run_id: str, generation: int, attempt: int) -> str:
-    """``gp-<run8>-g<gen>-a<attempt>``: the job's name at the executor."""
-    return f"gp-{run_id[:8]}-g{generation}-a{attempt}"
+def job_name(run_id: str, generation: int, attempt: int, job_id: str | None = None) -> str:
+    """``gp-<run8>-g<gen>-a<attempt>-<job12>``: the job's name at the executor.
+
+    The job row's id makes the name unique to that row (two runs may share a prefix of 8), so
+    looking the name up before submitting answers "was this row submitted already?".
+    """
+    name = f"gp-{run_id[:8]}-g{generation}-a{attempt}"
+    return f"{name}-{job_id[:12]}" if job_id else name

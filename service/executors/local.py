@@ -9,12 +9,16 @@ The worker's environment is the submission's plus a few harmless variables of th
 (``PATH``, ``HOME``, locale, GPU selection…): never this process's AWS credentials or gradpilot
 secrets, only what the submission itself passes.
 
-Submitting is idempotent by job name (which carries run, generation and attempt): the same name
-returns the same external id, also after that job ended, so a retried submit never runs an
-attempt twice.
+Submitting is idempotent by job name (which carries run, generation, attempt and the job row's
+id): the same name returns the same external id, also after that job ended and also after a
+restart of the control plane, because the name → id map is kept on disk
+(``<home>/work/names/<name>``, written before the worker starts) beside each worker's pid file.
+A restarted control plane adopts the workers the previous one started (``running`` while the
+pid lives) and reports ``unknown`` for those that ended while it was down (the workers' own
+reports to the API still say how they ended).
 
-Jobs are tracked in memory: a control plane that restarts gets ``unknown`` for the ids of the
-previous one's jobs (the workers' own reports to the API still say how they ended).
+Each job's ``timeout_s`` is its attempt timeout: a worker running longer is stopped as a cancel
+is (SIGTERM, SIGKILL after the grace period) and ends ``failed`` with "attempt timeout".
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ class _Job:
     reason: str | None = None
     infrastructure_failure: bool = False
     cancel_reason: str | None = None
+    timed_out: bool = False
     submitted_at: float = 0.0
     started_at: float | None = None
     finished_at: float | None = None
@@ -140,10 +145,14 @@ class LocalExecutor:
             self._pump()
             # The name carries run, generation and attempt: the same name is the same job, also
             # after it ended (a controller that retries a submit must not run it twice).
-            existing = self._by_name.get(job.name)
+            existing = self._by_name.get(job.name) or self._recorded_id(job.name)
             if existing is not None:
+                self._by_name[job.name] = existing
                 return existing
             external_id = f"local-{job.name}-{uuid.uuid4().hex[:8]}"
+            # On disk before the worker starts: a control plane that crashes after this line
+            # finds the job again instead of starting a second worker.
+            self._record_name(job.name, external_id)
             record = _Job(
                 external_id=external_id,
                 submission=job,
@@ -225,12 +234,16 @@ class LocalExecutor:
                 log.exception("local executor: pump failed")
 
     def _pump(self) -> None:
-        """Reap ended workers, then start queued ones up to the limit (caller holds the lock)."""
+        """Reap ended workers, stop those past their attempt timeout, then start queued ones
+        up to the limit (caller holds the lock)."""
+        now = time.time()
         for job in self._jobs.values():
             if job.state == ExecutorState.RUNNING and job.process is not None:
                 code = job.process.poll()
                 if code is not None:
                     self._reap(job, code)
+                elif self._past_timeout(job, now):
+                    self._stop_for_timeout(job)
         running = sum(1 for j in self._jobs.values() if j.state == ExecutorState.RUNNING)
         while self._queue and running < self.max_parallel and not self._stop.is_set():
             job = self._jobs[self._queue.popleft()]
@@ -271,6 +284,25 @@ class LocalExecutor:
         (workdir / "pid").write_text(str(job.process.pid))
         log.info("started %s (pid %d), log %s", job.external_id, job.process.pid, job.log_path)
 
+    def _past_timeout(self, job: _Job, now: float) -> bool:
+        limit = job.submission.timeout_s
+        started = job.started_at
+        if not limit or started is None or job.timed_out:
+            return False
+        return now - started > limit
+
+    def _stop_for_timeout(self, job: _Job) -> None:
+        log.warning(
+            "%s ran past its attempt timeout of %ss: stopping it",
+            job.external_id,
+            job.submission.timeout_s,
+        )
+        job.timed_out = True
+        self._signal(job, signal.SIGTERM)
+        timer = threading.Timer(self.grace_s, self._kill_if_alive, args=(job,))
+        timer.daemon = True
+        timer.start()
+
     def _reap(self, job: _Job, code: int) -> None:
         if code < 0:
             # As containers report it: 128 + the signal's number (137 for SIGKILL).
@@ -282,6 +314,13 @@ class LocalExecutor:
             infra = code in exit_codes.RETRYABLE
         if job.cancel_reason is not None:
             self._finish(job, ExecutorState.CANCELLED, exit_code, job.cancel_reason)
+        elif job.timed_out:
+            # As AWS Batch does: a timed-out attempt fails, and the platform does not retry it.
+            timeout_reason = (
+                f"attempt timeout: ran longer than {job.submission.timeout_s}s "
+                f"(GRADPILOT_JOB_ATTEMPT_TIMEOUT_MAX_S, GRADPILOT_JOB_ATTEMPT_TIMEOUT_MARGIN)"
+            )
+            self._finish(job, ExecutorState.FAILED, exit_code, timeout_reason)
         elif code == exit_codes.SUCCESS:
             self._finish(job, ExecutorState.SUCCEEDED, exit_code, None)
         else:
@@ -307,6 +346,23 @@ class LocalExecutor:
             if job.process is not None and job.process.poll() is None:
                 log.warning("%s ignored SIGTERM for %.0fs: SIGKILL", job.external_id, self.grace_s)
                 self._signal(job, signal.SIGKILL)
+
+    @property
+    def _names_dir(self) -> Path:
+        return self.settings.home / "work" / "names"
+
+    def _record_name(self, name: str, external_id: str) -> None:
+        self._names_dir.mkdir(parents=True, exist_ok=True)
+        temporary = self._names_dir / f".{name}.{os.getpid()}"
+        temporary.write_text(external_id)
+        temporary.replace(self._names_dir / name)  # atomic: a crash leaves no half-written id
+
+    def _recorded_id(self, name: str) -> str | None:
+        """The external id an earlier control plane on this machine gave this name."""
+        try:
+            return (self._names_dir / name).read_text().strip() or None
+        except OSError:
+            return None
 
     def _orphan_pid(self, external_id: str) -> int | None:
         """The pid of a worker started by an earlier control plane on this machine, if it is
@@ -338,6 +394,8 @@ class LocalExecutor:
         extra = {"name": job.submission.name}
         if job.process is not None:
             extra["pid"] = str(job.process.pid)
+        if job.timed_out:
+            extra["timed_out"] = "true"
         return ExecutorStatus(
             external_id=external_id,
             state=job.state,

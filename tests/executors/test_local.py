@@ -7,6 +7,7 @@ milliseconds; tests/worker/test_process.py runs the real worker through this exe
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import time
@@ -225,3 +226,51 @@ def test_a_restarted_executor_adopts_a_live_worker(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_restarted_executor_finds_the_name_it_submitted(tmp_path: Path) -> None:
+    """The name → id map lives on disk: a control plane that crashed after submitting and
+    submits the same job again gets the first worker's id, and no second worker starts."""
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    settings = Settings(home=tmp_path / "home", local_python=str(fake))
+    first = LocalExecutor(settings, grace_s=1.0, poll_interval_s=0.05)
+    external_id = first.submit(_job(0, GP_TEST_SLEEP="30"))
+    _wait_ready(first, external_id)
+    pid = first.status([external_id])[external_id].extra["pid"]
+    # A crash: the executor's memory is gone (close() would stop the worker, so do not).
+    first._stop.set()
+    second = LocalExecutor(settings, grace_s=1.0, poll_interval_s=0.05)
+    try:
+        assert second.submit(_job(0, GP_TEST_SLEEP="30")) == external_id
+        status = second.status([external_id])[external_id]
+        assert status.state == "running" and status.extra["pid"] == pid
+        logs = list((settings.home / "logs").glob("*.log"))
+        assert len(logs) == 1  # one worker started, not two
+        second.cancel(external_id, "test over")
+    finally:
+        second.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(int(pid), 9)
+
+
+def test_attempt_timeout_stops_the_worker(executor: LocalExecutor) -> None:
+    job = _job(0, GP_TEST_SLEEP="30")
+    external_id = executor.submit(
+        JobSubmission(**{**job.__dict__, "timeout_s": 1})  # one second
+    )
+    _wait_ready(executor, external_id)
+    assert _wait_state(executor, external_id, {"failed"}, timeout=10) == "failed"
+    status = executor.status([external_id])[external_id]
+    assert status.reason and status.reason.startswith("attempt timeout")
+    assert status.exit_code == 5  # the worker checkpointed on SIGTERM
+    assert status.extra["timed_out"] == "true"
+
+
+def test_attempt_timeout_escalates_to_sigkill(executor: LocalExecutor) -> None:
+    job = _job(0, GP_TEST_IGNORE_TERM="1")
+    external_id = executor.submit(JobSubmission(**{**job.__dict__, "timeout_s": 1}))
+    _wait_ready(executor, external_id)
+    assert _wait_state(executor, external_id, {"failed"}, timeout=10) == "failed"
+    assert executor.status([external_id])[external_id].exit_code == 137

@@ -14,6 +14,7 @@ Ids
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,6 +27,8 @@ from service.executors.batch import jobs as batch_jobs
 from service.executors.batch.client import BatchApi, make_batch_client
 from service.executors.batch.status import cancel_reason, log_locations, map_status
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 _FORGOTTEN = "AWS Batch does not know this job (finished jobs expire after ~7 days)"
 
@@ -93,6 +96,17 @@ class BatchExecutor:
         existing = self._existing(job.name)
         if existing:
             return existing
+        if job.earlier_attempt_at is not None:
+            # A submission of this job began before, maybe just before a crash: ListJobs may
+            # not show it yet. Look again once the listing can be trusted.
+            lag = self.settings.batch_list_consistency_s
+            remaining = job.earlier_attempt_at + lag - self._clock()
+            if remaining > 0:
+                log.info("%s: waiting %.0fs for an earlier submission to list", job.name, remaining)
+                time.sleep(remaining)
+                existing = self._existing(job.name)
+                if existing:
+                    return existing
         request = batch_jobs.submit_request(
             job, queue=self.job_queue, definition=self.job_definition
         )

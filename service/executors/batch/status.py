@@ -19,6 +19,8 @@ from service.schemas.exit_codes import RETRYABLE
 
 #: The reason gradpilot gives to terminate_job; a FAILED job with it is reported ``cancelled``.
 CANCEL_PREFIX = "Cancelled by gradpilot"
+#: Batch's statusReason for an attempt stopped at ``timeout.attemptDurationSeconds``.
+TIMEOUT_REASON = "Job attempt duration exceeded timeout"
 
 STATE_MAP: dict[str, ExecutorState] = {
     "SUBMITTED": ExecutorState.SUBMITTED,
@@ -128,6 +130,9 @@ def map_status(
             state = ExecutorState.CANCELLED
         else:
             infrastructure = is_infrastructure_failure([job_reason, attempt_reason], exit_code)
+        if any(r and r.startswith(TIMEOUT_REASON) for r in (job_reason, attempt_reason)):
+            extra["timed_out"] = "true"
+            infrastructure = False  # Batch does not retry it; the controller decides
     elif batch_status == "RUNNABLE":
         warning = runnable_warning(job, last_attempt, now_s, runnable_timeout_s)
         if warning:
