@@ -35,9 +35,12 @@ class ControlPlane:
 
 @contextlib.contextmanager
 def control_plane(
-    settings: Settings, sessions: sessionmaker[Session], artifacts: Any
+    settings: Settings, sessions: sessionmaker[Session], artifacts: Any, executor: Any = None
 ) -> Iterator[ControlPlane]:
-    """Start the controller loop in a thread; stop it (and the executor) on exit."""
+    """Start the controller loop in a thread; stop it (and the executor) on exit.
+
+    The controller advances up to ``settings.controller_parallel_runs`` runs at once (its own
+    pool). ``executor`` replaces the one the settings name (tests run a fake Batch)."""
     from service.advisors.registry import advisor_factory
     from service.agent.checkpointer import open_checkpointer
     from service.agent.deps import AgentDeps
@@ -46,7 +49,7 @@ def control_plane(
     from service.executors.registry import make_executor
     from service.sandbox import Sandbox, SandboxLimits
 
-    executor = make_executor(settings)
+    executor = executor if executor is not None else make_executor(settings)
     # A spare sandbox process with torch imported already: a validation then takes well under
     # a second instead of the seconds that importing torch costs.
     sandbox = Sandbox(SandboxLimits.from_settings(settings), keep_warm=True)
@@ -60,7 +63,7 @@ def control_plane(
             validate=sandbox.validate,
         )
         graph = build_graph(deps, checkpointer)
-        controller = Controller(settings, sessions, executor, graph)
+        controller = Controller(settings, sessions, executor, graph, artifacts=artifacts)
         stop = threading.Event()
         thread = threading.Thread(
             target=controller.run_forever, args=(stop,), name="controller", daemon=True

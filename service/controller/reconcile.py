@@ -5,17 +5,33 @@ Each cycle (1) syncs the states of active jobs from the executor in one batched 
 something new: a fresh run, a finished job, an answered approval — or, on a full sweep, any
 active run (which is how a restarted control plane picks up where it stopped). Advancing is
 driven by the graph's own checkpointed state, so doing it twice is harmless.
+
+Runs advance concurrently: each claimed run's step goes to a bounded pool
+(``settings.controller_parallel_runs``), so one run's slow decision (an LLM call, a sandbox
+validation, minutes of retries) delays no other run's next job, and the loop keeps syncing jobs
+while steps run. Each claim carries a fresh lease token and the step's writes are fenced by it
+(``service.controller.fencing``): a step whose lease was taken over cannot write.
+
+What the executor says is followed, not second-guessed: a job it queues again (AWS Batch
+re-queues a spot-reclaimed job as RUNNABLE) goes back to ``submitted`` and is not timed; the
+heartbeat timeout counts only while the executor says the job runs. A job waiting in RUNNABLE
+past ``batch_runnable_timeout_s`` shows the executor's diagnosis as its message and, unless
+``batch_runnable_action`` is ``wait``, ends its run with it. A run that fails here has its
+active jobs stopped and gets a report.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -26,7 +42,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.agent.graph import AgentGraph, thread_config
 from service.agent.state import JobOutcome
-from service.controller import leases
+from service.controller import fencing, leases
 from service.db.models import EpochSummary, Job, Run, utcnow
 from service.errors import GradpilotError
 from service.executors import TERMINAL_EXECUTOR_STATES, Executor, ExecutorStatus
@@ -52,6 +68,13 @@ ACTIVE_JOB = frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING})
 #: what the executor says of a job that has ended, or that it no longer knows
 ENDED_STATES = TERMINAL_EXECUTOR_STATES | {ExecutorState.UNKNOWN}
 FULL_SWEEP_EVERY_S = 30.0
+#: How long an executor that does not know a job (a briefly empty DescribeJobs, a restarted
+#: local executor) is given before the job is taken as lost.
+UNKNOWN_GRACE_S = 15.0
+#: How long after a failure the worker's own report is waited for.
+FAILED_GRACE_S = 3.0
+#: Prefix of the job message while it waits for capacity (cleared when it starts).
+WAITING_PREFIX = "waiting for capacity"
 
 
 @dataclass
@@ -72,16 +95,31 @@ class Controller:
         graph: AgentGraph,
         *,
         owner: str | None = None,
+        artifacts: Any = None,
     ) -> None:
+        """``artifacts`` (an artifact store) lets the controller write the report of a run it
+        fails or that was cancelled; without it such runs get none."""
         self.settings = settings
         self.sessions = sessions
         self.executor = executor
         self.graph = graph
+        self.artifacts = artifacts
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.lease_ttl_s = max(30.0, 10 * settings.controller_interval_s)
         self._last_sweep = 0.0
         #: job id -> when the executor was first seen reporting it ended without the worker
         self._ended_seen: dict[str, float] = {}
+        #: job id -> when (wall clock) the executor was first seen saying the job runs
+        self._running_seen: dict[str, float] = {}
+        fencing.install(sessions)
+        self._pool = ThreadPoolExecutor(
+            max_workers=settings.controller_parallel_runs, thread_name_prefix="advance"
+        )
+        #: (run id, message) of runs to fail once the job sync has committed
+        self._runs_to_fail: list[tuple[str, str]] = []
+        #: run id -> its step in the pool
+        self._in_flight: dict[str, Future[bool]] = {}
+        self._in_flight_lock = threading.Lock()
 
     # ------------------------------------------------------------------ loop
 
@@ -96,9 +134,16 @@ class Controller:
             except Exception:  # noqa: BLE001 - the loop must outlive one bad cycle
                 log.exception("reconcile cycle failed; retrying")
             stop.wait(self.settings.controller_interval_s)
+        self.close()
         log.info("controller %s stopped", self.owner)
 
-    def cycle(self) -> CycleStats:
+    def close(self) -> None:
+        """Wait for the steps in flight and stop the pool."""
+        self._pool.shutdown(wait=True)
+
+    def cycle(self, *, wait: bool = True) -> CycleStats:
+        """One pass. ``wait=False`` (the loop) leaves the steps it started running in the
+        pool; ``wait=True`` waits for them and counts them in the stats."""
         t0 = time.monotonic()
         stats = CycleStats()
         self.sync_jobs(stats)
@@ -106,20 +151,51 @@ class Controller:
         full = time.monotonic() - self._last_sweep >= FULL_SWEEP_EVERY_S
         if full:
             self._last_sweep = time.monotonic()
+        started: list[Future[bool]] = []
         for run_id in self.runs_needing_attention(full=full):
+            with self._in_flight_lock:
+                if run_id in self._in_flight:
+                    continue  # its step is still running; it is looked at again afterwards
+            token = f"{self.owner}/{uuid.uuid4().hex[:12]}"
             with self.sessions() as session:
-                if not leases.claim(session, [run_id], self.owner, self.lease_ttl_s):
+                if not leases.claim(session, [run_id], token, self.lease_ttl_s):
                     continue
-            try:
-                with leases.kept(self.sessions, run_id, self.owner, self.lease_ttl_s):
-                    if self.advance(run_id):
-                        stats.runs_advanced += 1
-            except Exception as e:  # noqa: BLE001 - one broken run must not stop the others
-                message = e.message if isinstance(e, GradpilotError) else f"{type(e).__name__}: {e}"
-                stats.errors.append(f"run {run_id}: {message}")
-                self._fail_run(run_id, message, traceback.format_exc())
+            with self._in_flight_lock:
+                future = self._pool.submit(self._step, run_id, token, stats)
+                self._in_flight[run_id] = future
+            # Registered after the entry exists: a step that has already ended runs it now.
+            future.add_done_callback(functools.partial(self._done, run_id))
+            started.append(future)
+        if wait:
+            for future in started:
+                future.result()
         stats.seconds = time.monotonic() - t0
         return stats
+
+    def _done(self, run_id: str, _: Future[bool]) -> None:
+        with self._in_flight_lock:
+            self._in_flight.pop(run_id, None)
+
+    def _step(self, run_id: str, token: str, stats: CycleStats) -> bool:
+        """Advance one claimed run under its fenced lease; a failure fails that run only."""
+        try:
+            with (
+                leases.kept(self.sessions, run_id, token, self.lease_ttl_s),
+                fencing.fenced(run_id, token),
+            ):
+                advanced = self.advance(run_id)
+            if advanced:
+                stats.runs_advanced += 1
+            return advanced
+        except fencing.LeaseLost as e:
+            log.warning("%s", e.message)
+            return False
+        except Exception as e:  # noqa: BLE001 - one broken run must not stop the others
+            message = e.message if isinstance(e, GradpilotError) else f"{type(e).__name__}: {e}"
+            stats.errors.append(f"run {run_id}: {message}")
+            log.error("run %s: %s", run_id, message)
+            self._fail_run(run_id, message, traceback.format_exc())
+            return False
 
     # ------------------------------------------------------------------ jobs
 
@@ -143,39 +219,97 @@ class Controller:
                     continue
                 if st.log_location and not job.log_location:
                     job.log_location = st.log_location
-                if st.state == ExecutorState.RUNNING and job.status == JobStatus.SUBMITTED:
-                    job.status = JobStatus.RUNNING
-                    job.started_at = job.started_at or now
+                if st.state not in ENDED_STATES:
+                    self._ended_seen.pop(job.id, None)  # a brief "unknown" is forgotten
+                if st.state == ExecutorState.RUNNING:
+                    seen = self._running_seen.setdefault(job.id, now.timestamp())
+                    if job.status == JobStatus.SUBMITTED:
+                        job.status = JobStatus.RUNNING
+                        job.started_at = job.started_at or now
+                    if job.error_message and job.error_message.startswith(WAITING_PREFIX):
+                        job.error_message = None
+                    if self._heartbeat_lost(job, seen, stale_before):
+                        self._stop_lost(job, now)
+                        stats.jobs_finished += 1
+                elif st.state == ExecutorState.SUBMITTED:
+                    # Queued, or queued again: AWS Batch re-queues a spot-reclaimed job as
+                    # RUNNABLE. Followed, never timed: the heartbeat counts only while it runs.
+                    self._running_seen.pop(job.id, None)
+                    if job.status == JobStatus.RUNNING:
+                        log.info("job %s was queued again by the executor: %s", job.id, st.reason)
+                        job.status = JobStatus.SUBMITTED
+                    stuck = st.extra.get("warning") == "runnable_timeout"
+                    if stuck and self._stuck(session, job, st, now):
+                        stats.jobs_finished += 1
                 elif st.state in ENDED_STATES:
                     # The worker normally posts its own finish first; this is the fallback
                     # for a worker that died without a word (SIGKILL, OOM, lost host).
                     session.refresh(job)
                     if job.status in ACTIVE_JOB and self._report_overdue(job.id, st.state):
                         self._finish_from_executor(session, job, st)
+                        self._running_seen.pop(job.id, None)
                         stats.jobs_finished += 1
-                elif (
-                    job.status == JobStatus.RUNNING
-                    and job.heartbeat_at is not None
-                    and job.heartbeat_at.replace(tzinfo=now.tzinfo) < stale_before
-                ):
-                    self.executor.cancel(job.external_id or "", "no heartbeat")
-                    job.status = JobStatus.FAILED
-                    job.error_kind = ErrorKind.INFRASTRUCTURE
-                    job.error_message = (
-                        f"no heartbeat for {self.settings.job_heartbeat_timeout_s}s; the worker "
-                        "was presumed lost and stopped"
-                    )
-                    job.finished_at = now
-                    stats.jobs_finished += 1
             session.commit()
+        for run_id, message in self._runs_to_fail:
+            self._fail_run(run_id, message, "")
+        self._runs_to_fail.clear()
+
+    def _heartbeat_lost(self, job: Job, running_seen: float, stale_before: Any) -> bool:
+        """No heartbeat for the timeout while the executor says the job runs: counted from
+        the later of its last heartbeat and when it was first seen running (an attempt that
+        Batch started again has not posted yet)."""
+        last = running_seen
+        if job.heartbeat_at is not None:
+            last = max(last, job.heartbeat_at.replace(tzinfo=stale_before.tzinfo).timestamp())
+        return bool(last < stale_before.timestamp())
+
+    def _stop_lost(self, job: Job, now: Any) -> None:
+        self.executor.cancel(job.external_id or "", "no heartbeat")
+        job.status = JobStatus.FAILED
+        job.error_kind = ErrorKind.INFRASTRUCTURE
+        job.error_message = (
+            f"no heartbeat for {self.settings.job_heartbeat_timeout_s}s while the executor "
+            "said it ran; the worker was presumed lost and stopped"
+        )
+        job.finished_at = now
+        self._running_seen.pop(job.id, None)
+
+    def _stuck(self, session: Session, job: Job, st: ExecutorStatus, now: Any) -> bool:
+        """A job waiting for capacity past the RUNNABLE timeout: its message shows why; with
+        ``batch_runnable_action=fail`` it is stopped and its run ends with that message.
+        True when the job ended."""
+        message = st.reason or f"{WAITING_PREFIX}: RUNNABLE past the timeout"
+        if not message.startswith(WAITING_PREFIX):
+            message = f"{WAITING_PREFIX}: {message}"
+        job.error_message = message
+        if self.settings.batch_runnable_action == "wait":
+            return False
+        try:
+            self.executor.cancel(job.external_id or "", "stuck in RUNNABLE")
+        except Exception as e:  # noqa: BLE001 - the run ends either way; the cancel is logged
+            log.warning("cancelling stuck job %s: %s", job.id, e)
+        job.status = JobStatus.FAILED
+        job.error_kind = ErrorKind.INFRASTRUCTURE
+        job.finished_at = now
+        job.outcome_delivered = True  # the run ends here; the graph is not asked
+        self._runs_to_fail.append(
+            (
+                job.run_id,
+                f"job {job.id} never started: {message} (or set "
+                "GRADPILOT_BATCH_RUNNABLE_ACTION=wait to keep waiting)",
+            )
+        )
+        return True
 
     def _report_overdue(self, job_id: str, state: ExecutorState) -> bool:
         """Give the worker's own finish report time to land before taking the executor's word:
         long after a success (the report may be spooled), briefly after a failure."""
         seen = self._ended_seen.setdefault(job_id, time.monotonic())
         grace = self.settings.job_report_grace_s
-        if state != ExecutorState.SUCCEEDED:
-            grace = min(grace, 3.0)
+        if state == ExecutorState.UNKNOWN:
+            grace = min(grace, UNKNOWN_GRACE_S)
+        elif state != ExecutorState.SUCCEEDED:
+            grace = min(grace, FAILED_GRACE_S)
         if time.monotonic() - seen < grace:
             return False
         del self._ended_seen[job_id]
@@ -225,7 +359,10 @@ class Controller:
                 job.error_kind = ErrorKind.CANCELLED
                 job.finished_at = utcnow()
                 job.outcome_delivered = True
+            run_ids = {job.run_id for job in jobs}
             session.commit()
+        for run_id in run_ids:
+            self._write_report(run_id)
 
     # ------------------------------------------------------------------ runs
 
@@ -277,6 +414,7 @@ class Controller:
                         job.outcome_delivered = True
                     session.commit()
                 return True
+            self._mark_delivered_before(run_id, payload.get("job_id"))
             if payload.get("kind") == "approval":
                 with self.sessions() as session:
                     run = session.get(Run, run_id)
@@ -315,11 +453,66 @@ class Controller:
                 last_epoch=last_epoch,
             )
 
+    def _mark_delivered_before(self, run_id: str, waiting_for: str | None) -> None:
+        """A control plane killed between resuming the graph and recording the delivery
+        leaves an ended job undelivered while the graph waits on a later one: record it."""
+        if not waiting_for:
+            return
+        with self.sessions() as session:
+            stale = session.execute(
+                select(Job).where(
+                    Job.run_id == run_id,
+                    Job.id != waiting_for,
+                    Job.status.in_(TERMINAL_JOB_STATUSES),
+                    Job.outcome_delivered.is_(False),
+                )
+            ).scalars()
+            for job in stale:
+                job.outcome_delivered = True
+            session.commit()
+
     def _fail_run(self, run_id: str, message: str, tb: str) -> None:
+        """End the run ``failed``: stop its active jobs and write its report."""
         log.error("run %s failed: %s\n%s", run_id, message, tb)
         with self.sessions() as session:
             run = session.get(Run, run_id)
             if run is not None and run.status in ACTIVE_RUN:
                 run.status = RunStatus.FAILED
                 run.error = message
+            active = session.execute(
+                select(Job).where(Job.run_id == run_id, Job.status.in_(ACTIVE_JOB_STATUSES))
+            ).scalars()
+            for job in active:
+                if job.external_id:
+                    try:
+                        self.executor.cancel(job.external_id, f"run failed: {message}"[:200])
+                    except Exception as e:  # noqa: BLE001 - best effort; it is logged
+                        log.warning("cancelling job %s: %s", job.id, e)
+                job.status = JobStatus.CANCELLED
+                job.error_kind = ErrorKind.CANCELLED
+                job.finished_at = utcnow()
+                job.outcome_delivered = True
             session.commit()
+        self._write_report(run_id)
+
+    def _write_report(self, run_id: str) -> None:
+        """The report of a run that ended here (failed or cancelled), once."""
+        if self.artifacts is None:
+            return
+        from service.reports.report import build_report
+
+        try:
+            with self.sessions() as session:
+                run = session.get(Run, run_id)
+                if run is None or run.report_uri or run.status in ACTIVE_RUN:
+                    return
+                why = run.error or "the run was cancelled"
+                markdown = build_report(session, run, self.artifacts).replace(
+                    "<!-- summary -->", f"The run ended {run.status}: {why}", 1
+                )
+                run.report_uri = self.artifacts.put(
+                    f"runs/{run.id}/report.md", markdown.encode(), "text/markdown"
+                )
+                session.commit()
+        except Exception:  # noqa: BLE001 - a missing report must not stop the controller
+            log.exception("run %s: could not write the report", run_id)
