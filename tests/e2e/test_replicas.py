@@ -1,5 +1,6 @@
 """Several controller replicas against one Postgres: leases keep each run's graph advanced by one
-replica at a time, so no job is submitted twice and the runs finish.
+replica at a time, so no job's worker is started twice (counted where the executor starts
+processes) and the runs finish.
 
 The replicas share one executor, as they share AWS Batch in production (the local executor's
 processes belong to the machine that started them)."""
@@ -30,6 +31,19 @@ from service.sandbox import Sandbox, SandboxLimits
 from service.settings import Settings
 from tests.support.factories import TINY_MODEL, USER_TOKEN
 from tests.support.ports import free_port
+
+
+class CountingExecutor(LocalExecutor):
+    """The local executor, recording the job id of every worker process it starts."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.started: list[str] = []
+        super().__init__(settings)
+
+    def _start(self, job: Any) -> None:
+        super()._start(job)
+        if job.process is not None:
+            self.started.append(job.submission.job_id)
 
 
 def test_claims_are_exclusive(postgres_url: str, tmp_path: Path) -> None:
@@ -89,7 +103,7 @@ def test_two_replicas_finish_runs_without_double_submission(
     api_thread.start()
     while not server.started:
         time.sleep(0.05)
-    executor = LocalExecutor(settings)
+    executor = CountingExecutor(settings)
     stop = threading.Event()
     threads: list[threading.Thread] = []
     with ExitStack() as stack:
@@ -132,6 +146,10 @@ def test_two_replicas_finish_runs_without_double_submission(
                 jobs = api.get(f"/v1/runs/{rid}/jobs")["data"]
                 keys = [(j["generation"], j["attempt"]) for j in jobs]
                 assert keys == [(0, 1), (1, 1)], keys
+                # Counted where workers start, not on rows a unique constraint guards: one
+                # worker process per job.
+                for job in jobs:
+                    assert executor.started.count(job["id"]) == 1, (job["id"], executor.started)
                 seqs = [d["sequence"] for d in api.get(f"/v1/runs/{rid}/decisions")]
                 assert seqs == list(range(len(seqs)))
         finally:

@@ -1,10 +1,4 @@
-"""The syntax-tree walk that applies every rule of the static check to one model file.
-
-Longer than our usual module on purpose: it is one ``ast.NodeVisitor`` whose visit methods
-share the scope and ownership state of a single walk; splitting the visitor across modules
-would scatter the rules a reviewer must read together. The tables (``_tables``), the code-
-generation rules (``_codegen``) and ownership (``_ownership``) already live apart.
-"""
+"""The syntax-tree walk that applies every rule of the static check to one model file."""
 
 from __future__ import annotations
 
