@@ -303,7 +303,7 @@ def apply_static_limits(
 ) -> list[str]:
     """Limits known before the request: core files, file size, open files."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+    _lower_limit(resource.RLIMIT_FSIZE, max_file_bytes)
     # Code writing past the size limit gets an OSError rather than a silent SIGXFSZ death.
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -312,10 +312,23 @@ def apply_static_limits(
     return ["rlimits"]
 
 
+def _lower_limit(which: int, hard: int, soft: int | None = None) -> None:
+    """Set a limit, never above the hard limit already in force: without CAP_SYS_RESOURCE
+    (a non-root supervisor, any container) a hard limit can only be lowered, and an earlier,
+    lower limit (ours or the platform's) is the stricter one anyway."""
+    _, current = resource.getrlimit(which)
+    if current != resource.RLIM_INFINITY:
+        hard = min(hard, current)
+    soft = hard if soft is None else min(soft, hard)
+    resource.setrlimit(which, (soft, hard))
+
+
 def limit_processes(uid: int, extra: int = EXTRA_PROCESSES) -> None:
     """RLIMIT_NPROC counts every task of the real user id; allow ``extra`` beyond today's."""
     limit = _tasks_of(uid) + extra
-    resource.setrlimit(resource.RLIMIT_NPROC, (limit, limit))
+    # Without CAP_SYS_RESOURCE (a non-root supervisor, a container) a hard limit can only be
+    # lowered: an earlier, lower limit (ours or the platform's) stays in force.
+    _lower_limit(resource.RLIMIT_NPROC, limit)
 
 
 def _tasks_of(uid: int) -> int:
@@ -338,11 +351,11 @@ def apply_request_limits(memory_mb: int, cpu_seconds: float) -> None:
     a backstop for the parent's wall-clock limit, should the parent die."""
     mapped = _mapped_bytes()
     limit = mapped + memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    _lower_limit(resource.RLIMIT_AS, limit)
     used = resource.getrusage(resource.RUSAGE_SELF)
     spent = used.ru_utime + used.ru_stime
     soft = int(spent + cpu_seconds) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 5))
+    _lower_limit(resource.RLIMIT_CPU, soft + 5, soft)
 
 
 def _mapped_bytes() -> int:
