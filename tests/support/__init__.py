@@ -7,6 +7,8 @@
   nothing); the agent tests and the decision-latency benchmark play the worker themselves.
 - ``fake_api``: ``FakeApi``, the worker's five endpoints in a real HTTP server, and a worker
   pointed at it (in this process or as ``python -m worker``).
+- ``fake_batch``: an AWS Batch API server on loopback that runs real workers and misbehaves
+  as the AWS Batch User Guide documents (re-queues, spot reclaim, OOM, RUNNABLE, throttling).
 - ``bedrock``: Claude on Bedrock scripted with a botocore ``Stubber``, and what it says.
 - ``stack``: an embedded control plane for end-to-end tests, waiting for a run's status.
 - ``users``: bearer headers, users and an admin made through the API's token endpoint.
