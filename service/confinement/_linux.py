@@ -18,6 +18,10 @@ A confined process calls these itself, in order, before any untrusted code runs 
 5. ``deny_network_sockets``: a seccomp filter that refuses any socket but ``AF_UNIX`` (the
    network layer where namespaces are refused, as under Docker's default seccomp profile).
 6. ``apply_request_limits``: address space and CPU time, once known.
+
+Why one module of this length: these are the ordered, interdependent system calls of one
+confinement sequence (the order is the security argument), kept together so they are reviewed
+together.
 """
 
 from __future__ import annotations

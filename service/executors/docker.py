@@ -31,6 +31,10 @@ Cancel and timeout
     Batch), which is how a later control plane still tells them from other exits.
 
 Environment variable names are literals here until ``service.schemas.worker_env`` lands.
+
+Why one module of this length: the executor, its naming and labels, and the exit-code
+mapping are one contract with the engine; it imports nothing from the Batch executor so that
+loading it never loads boto3.
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ a dedicated pipe; the model's prints go to a separate pipe of which the tail is 
 Importing torch takes seconds and dominates a validation. ``Sandbox(keep_warm=True)`` therefore
 keeps one spare child that has already imported torch and waits for its request; every child is
 used once, so no model ever sees another's state.
+
+Why one module of this length: the warm spare process, its pipes and its limits share one
+lifecycle (start, hand over, kill the group); the confinement itself is in
+``service.confinement``.
 """
 
 from __future__ import annotations
