@@ -56,7 +56,7 @@ class Settings(BaseSettings):
 
     # API
     host: str = "127.0.0.1"
-    port: int = 8765
+    port: int = Field(8765, ge=1, le=65535)
     public_url: str | None = Field(
         None, description="URL workers use to reach the API; default http://host:port."
     )
@@ -114,7 +114,8 @@ class Settings(BaseSettings):
         for token in self.api_tokens:
             if len(token.get_secret_value()) < 16:
                 raise ConfigurationError(
-                    "every GRADPILOT_API_TOKENS entry must be at least 16 characters long"
+                    "every GRADPILOT_API_TOKENS entry must be at least 16 characters long; "
+                    f"for example {_EXAMPLES['api_tokens']}"
                 )
         if self.executor == "batch":
             missing = [
