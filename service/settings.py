@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None, description="URL workers use to reach the API; default http://host:port."
     )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body; larger ones get 413 before they are read or parsed.",
+    )
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Accepted user bearer tokens: a JSON list or a comma-separated string.",
@@ -179,6 +184,7 @@ _EXAMPLES: dict[str, str] = {
     "port": "GRADPILOT_PORT=8765",
     "executor": "GRADPILOT_EXECUTOR=local (or batch)",
     "local_max_parallel": "GRADPILOT_LOCAL_MAX_PARALLEL=2",
+    "max_body_bytes": "GRADPILOT_MAX_BODY_BYTES=16777216",
 }
 
 

@@ -11,6 +11,7 @@ from service import runs as run_ops
 from service.api.deps import DbSession, State, User
 from service.errors import NotFound
 from service.schemas.decisions import ArchitectureDiff, ArchitecturePublic, DecisionPublic
+from service.schemas.fields import INT32_MAX
 from service.schemas.jobs import JobPublic, JobsPublic
 from service.schemas.runs import RejectBody, RunCreate, RunPublic, RunsPublic
 from service.schemas.statuses import RunStatus
@@ -33,7 +34,7 @@ def list_runs(
     _: User,
     status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
 ) -> RunsPublic:
     data, count = run_ops.list_runs(session, status=status, limit=limit, offset=offset)
     return RunsPublic(data=data, count=count)
@@ -81,7 +82,7 @@ def run_metrics(
     run_id: str,
     session: DbSession,
     _: User,
-    since_epoch: Annotated[int | None, Query(ge=0)] = None,
+    since_epoch: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
 ) -> list[EpochSummaryPublic]:
     run_ops.get_run(session, run_id)
     return job_ops.metrics(session, run_id, since_epoch)
@@ -104,8 +105,12 @@ def run_diff(
     run_id: str,
     session: DbSession,
     _: User,
-    a: Annotated[int | None, Query(ge=0, description="Older version (default: newer - 1)")] = None,
-    b: Annotated[int | None, Query(ge=0, description="Newer version (default: latest)")] = None,
+    a: Annotated[
+        int | None, Query(ge=0, le=INT32_MAX, description="Older version (default: newer - 1)")
+    ] = None,
+    b: Annotated[
+        int | None, Query(ge=0, le=INT32_MAX, description="Newer version (default: latest)")
+    ] = None,
 ) -> ArchitectureDiff:
     run_ops.get_run(session, run_id)
     return run_ops.architecture_diff(session, run_id, a, b)
