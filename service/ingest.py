@@ -224,36 +224,45 @@ class SummaryWriter:
                     size += len(item.rows)
                 # the whole batch in one transaction; if it fails, each request on its own
                 groups = [batch] if len(batch) == 1 else [batch, *([p] for p in batch)]
-                for group in groups:
-                    if all(p.future.done() for p in group):
-                        continue
-                    try:
-                        if self._dsn is None:
-                            inserted = await asyncio.to_thread(self._flush, group)
-                        else:
-                            if conn is None or conn.closed:
-                                conn = await _connect(self._dsn)
-                            inserted = await self._flush_async(conn, group)
-                    except Exception as e:  # noqa: BLE001 - the group's requests get the error
-                        if conn is not None and conn.broken:
-                            await conn.close()
-                            conn = None
-                        if group is batch and len(batch) > 1:
-                            log.warning(
-                                "storing a batch of %d summaries failed (%s); "
-                                "writing its %d requests one by one",
-                                size,
-                                e,
-                                len(batch),
-                            )
+                try:
+                    for group in groups:
+                        if all(p.future.done() for p in group):
                             continue
-                        log.error("storing %d summaries failed: %s", len(group[0].rows), e)
-                        if not group[0].future.done():
-                            group[0].future.set_exception(_error_for(e))
-                        continue
-                    _answer(group, inserted)
-                    if group is batch:
-                        break
+                        try:
+                            if self._dsn is None:
+                                inserted = await asyncio.to_thread(self._flush, group)
+                            else:
+                                if conn is None or conn.closed:
+                                    conn = await _connect(self._dsn)
+                                inserted = await self._flush_async(conn, group)
+                        except Exception as e:  # noqa: BLE001 - the group's requests get the error
+                            if conn is not None and conn.broken:
+                                await conn.close()
+                                conn = None
+                            if group is batch and len(batch) > 1:
+                                log.warning(
+                                    "storing a batch of %d summaries failed (%s); "
+                                    "writing its %d requests one by one",
+                                    size,
+                                    e,
+                                    len(batch),
+                                )
+                                continue
+                            log.error("storing %d summaries failed: %s", len(group[0].rows), e)
+                            if not group[0].future.done():
+                                group[0].future.set_exception(_error_for(e))
+                            continue
+                        _answer(group, inserted)
+                        if group is batch:
+                            break
+                except BaseException:
+                    # the writer itself broke: no request may wait for an answer forever
+                    for p in batch:
+                        if not p.future.done():
+                            p.future.set_exception(
+                                GradpilotError("the summary writer stopped; retry shortly")
+                            )
+                    raise
         finally:
             if conn is not None:
                 await conn.close()
@@ -291,8 +300,14 @@ def _answer(batch: list[_Pending], inserted: set[tuple[str, int]]) -> None:
             p.future.set_result((mine, p.posted - mine))
 
 
-#: driver errors that mean "these rows can never be stored", not "try again"
-_REFUSED = (sa_exc.IntegrityError, sa_exc.DataError, psycopg.IntegrityError, psycopg.DataError)
+#: errors that mean "these rows can never be stored", not "try again"
+_REFUSED: tuple[type[Exception], ...] = (
+    sa_exc.IntegrityError,
+    sa_exc.DataError,
+    psycopg.IntegrityError,
+    psycopg.DataError,
+    OverflowError,  # sqlite3: an integer beyond 64 bits
+)
 
 
 def _error_for(e: Exception) -> GradpilotError:
@@ -300,7 +315,7 @@ def _error_for(e: Exception) -> GradpilotError:
     or the database's (retry)."""
     if isinstance(e, GradpilotError):
         return e
-    if isinstance(e, _REFUSED | OverflowError):
+    if isinstance(e, _REFUSED):
         reason = str(getattr(e, "orig", None) or e).splitlines()[0][:300]
         return InvalidInput(f"the database refused these summaries ({reason}); do not resend them")
     return GradpilotError("the database did not take the summaries; retry shortly")
