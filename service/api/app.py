@@ -63,9 +63,16 @@ def create_api(settings: Settings, *, state: ApiState | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(worker.router)
     # load balancers and uptime checks probe with HEAD
-    app.add_api_route("/healthz", health.healthz, methods=["HEAD"], include_in_schema=False)
     app.add_api_route(
-        "/readyz", health.readyz, methods=["HEAD"], include_in_schema=False, response_model=None
+        "/healthz", health.healthz, methods=["HEAD"], tags=["health"], summary="The process is up"
+    )
+    app.add_api_route(
+        "/readyz",
+        health.readyz,
+        methods=["HEAD"],
+        tags=["health"],
+        summary="The database answers",
+        response_model=None,
     )
     app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
     _document_errors(app)

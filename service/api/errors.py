@@ -4,13 +4,16 @@ documents those responses in the OpenAPI schema exactly as they are sent."""
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.errors import GradpilotError
 from service.schemas.fields import NO_NUL_PATTERN, NUL_MESSAGE
@@ -72,6 +75,15 @@ def install_error_handlers(app: FastAPI) -> None:
             return JSONResponse(body, status_code=422)
         return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=headers)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405 and (allowed := _allowed_methods(request)):
+            # Starlette names only the first route that matched the path; a path may have a
+            # route per method (GET and POST /v1/runs), and Allow must list them all
+            headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+            exc = StarletteHTTPException(405, exc.detail, headers=headers)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(validation_body(readable_validation_errors(exc)), status_code=422)
@@ -84,6 +96,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _db_down(_request: Request, exc: OperationalError) -> JSONResponse:
         log.error("database unavailable: %s", exc)
         return JSONResponse({"detail": "the database is unavailable; try again shortly"}, 503)
+
+
+_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the OpenAPI document gives the request's path (empty: not an API path)."""
+    path = request.url.path
+    for template, item in request.app.openapi().get("paths", {}).items():
+        pattern = "[^/]+".join(re.escape(part) for part in re.split(r"\{[^}]+\}", template))
+        if re.fullmatch(pattern, path):
+            return sorted(m.upper() for m in item if m in _METHODS)
+    return []
 
 
 # ----------------------------------------------------------------------- the OpenAPI document
@@ -133,7 +158,7 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     components.pop("ValidationError", None)
     for path, item in schema.get("paths", {}).items():
         for method, op in item.items():
-            if method not in ("get", "post", "put", "patch", "delete"):
+            if method not in _METHODS:
                 continue
             codes = {"422"}  # NUL in the URL is refused on every path (``service.api.limits``)
             if op.get("security"):
