@@ -1,5 +1,6 @@
 """What every benchmark shares: arguments, the machine's description, headline figures, JSON
-output, scratch Postgres databases, free ports and percentiles.
+output and percentiles. Scratch Postgres databases, free ports, the moto server and process
+stops are the tests' own helpers, in ``tests/support``.
 
 Every benchmark module has ``main(argv) -> int`` and takes ``--tiny`` (a quick, rough run),
 ``--json`` (print the report as JSON only) and ``--out PATH`` (also write the JSON there). Its
@@ -10,25 +11,19 @@ summary table, each with the baseline it is compared against and its target.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import platform
-import socket
 import sys
 import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # ``python bench/x.py`` as well as ``python -m bench.x``
     sys.path.insert(0, str(ROOT))
-
-#: The Postgres server that benchmarks create their scratch databases on (trust auth here).
-PG_ADMIN = os.environ.get("GRADPILOT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
@@ -163,60 +158,6 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     if lo == hi:
         return ordered[int(k)]
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout_s: float = 60.0, process: Any = None) -> None:
-    """Until something accepts connections on 127.0.0.1:port (or ``process`` exits)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the server on port {port} exited with {process.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"nothing listens on port {port} after {timeout_s:g} s")
-        time.sleep(0.1)
-
-
-def postgres_available() -> str | None:
-    """None when the scratch Postgres server answers, else why not."""
-    try:
-        import psycopg
-
-        with psycopg.connect(PG_ADMIN, connect_timeout=3):
-            return None
-    except Exception as e:  # noqa: BLE001 - any failure means "not available"
-        return f"PostgreSQL is not reachable at {PG_ADMIN} ({type(e).__name__}: {e})"
-
-
-@contextlib.contextmanager
-def scratch_database(prefix: str = "gradpilot_bench", admin: str = PG_ADMIN) -> Iterator[str]:
-    """A fresh database ``<prefix>_<random>``; yields its SQLAlchemy URL, drops it afterwards.
-    ``admin`` is a libpq URL of a database the server already has (the tests pass theirs)."""
-    import psycopg
-
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def libpq_url(sqlalchemy_url: str) -> str:
-    """``postgresql+psycopg://…`` → ``postgresql://…`` (psycopg's own connection string)."""
-    return sqlalchemy_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def round_floats(value: Any, digits: int = 5) -> Any:

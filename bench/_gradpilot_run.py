@@ -42,8 +42,9 @@ def run(
     """Run gradpilot on one problem; returns its jobs, per-epoch validation accuracy in
     training order, decisions and wall time."""
     from service.cli.client import ApiClient
-    from service.server import embedded_server, free_port
+    from service.server import embedded_server
     from service.settings import Settings
+    from tests.support.ports import free_port
 
     with tempfile.TemporaryDirectory(prefix="gp-bench-tuning-") as tmp:
         settings = Settings(

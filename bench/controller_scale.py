@@ -40,7 +40,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench import _common, _moto
+from bench import _common
+from tests.support import moto, postgres
 
 TARGET_CYCLE_S = 2.0
 TARGET_DESCRIBE = 12
@@ -208,7 +209,7 @@ def measure(n_jobs: int, cycles: int) -> dict[str, Any]:
     saved = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="gp-bench-controller-") as tmp:
         # boto3 in this process talks to moto only, with credentials only moto accepts.
-        os.environ.update(_moto.fake_aws_environment(Path(tmp)))
+        os.environ.update(moto.fake_aws_environment(Path(tmp)))
         try:
             _measure(result, n_jobs, cycles, Path(tmp))
         finally:
@@ -226,8 +227,11 @@ def _measure(result: dict[str, Any], n_jobs: int, cycles: int, tmp: Path) -> Non
     from service.settings import Settings
 
     t0 = time.perf_counter()
-    with _moto.moto_server() as url, _common.scratch_database() as db_url:
-        outputs = _moto.deploy(url)
+    with (
+        moto.moto_server() as url,
+        postgres.scratch_database("gradpilot_bench", postgres.BENCH_ADMIN) as db_url,
+    ):
+        outputs = moto.deploy(url)
         result["setup_s"] = time.perf_counter() - t0
         upgrade(db_url)
         settings = Settings(
@@ -289,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     n_jobs = args.jobs or (50 if args.tiny else 1000)
     cycles = args.cycles or (2 if args.tiny else 5)
     report: dict[str, Any] = {"benchmark": "controller_scale"}
-    why_not = _common.postgres_available()
+    why_not = postgres.unavailable_reason(postgres.BENCH_ADMIN)
     if why_not:
         report["skipped"] = why_not
         report["headline"] = []

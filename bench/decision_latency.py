@@ -3,8 +3,9 @@
 The real API (in process), controller, LangGraph graph with its checkpointer, rules advisor
 and warm sandbox (``Sandbox(keep_warm=True)``, as ``gradpilot serve --embedded`` runs it)
 decide; the worker is played through the worker REST endpoints (the job's spec, its epoch
-summaries, its finish, with the job's own token), and the executor only records when it is
-asked to submit. Each run replays the demo's story on ``examples/flawed_digits.py``:
+summaries, its finish, with the job's own token), and the executor (the tests'
+``FakeExecutor``) only records when it is asked to submit. Each run replays the demo's story on
+``examples/flawed_digits.py``:
 
 1. a segment with vanishing gradients at chance accuracy → ``redesign`` (the rules advisor
    writes a residual template, the sandbox builds and steps it, hyperparameters for it);
@@ -34,10 +35,12 @@ from typing import Any
 
 from bench import _common
 from bench._summaries import played_segment
+from tests.support import postgres
+from tests.support.fake_executor import FakeExecutor
+from tests.support.paths import EXAMPLES
 
 TARGET_S = 2.0
 USER_TOKEN = "bench-user-token-0123456789"
-EXAMPLES = _common.ROOT / "examples"
 
 #: (expected action, validation accuracies of the segment, first/last gradient ratio)
 SCRIPT: list[tuple[str, list[float], float]] = [
@@ -45,33 +48,6 @@ SCRIPT: list[tuple[str, list[float], float]] = [
     ("tune", [0.80, 0.80, 0.80], 0.5),
     ("finish", [0.93, 0.96, 0.97], 0.6),
 ]
-
-
-class RecordingExecutor:
-    """Accepts submissions and remembers when each came; the benchmark plays the worker."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.submitted: list[tuple[float, Any]] = []
-
-    def submit(self, job: Any) -> str:
-        self.submitted.append((time.perf_counter(), job))
-        return f"ext-{job.job_id}"
-
-    def status(self, external_ids: list[str]) -> dict[str, Any]:
-        from service.executors import ExecutorStatus
-
-        return {i: ExecutorStatus(external_id=i, state="running") for i in external_ids}
-
-    def cancel(self, external_id: str, reason: str) -> None:
-        pass
-
-    def log_location(self, external_id: str) -> str | None:
-        return None
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -93,7 +69,7 @@ class Timer:
 class Harness:
     api: Any
     controller: Any
-    executor: RecordingExecutor
+    executor: FakeExecutor
     sessions: Any
     sandbox: Any
     advance: Timer
@@ -120,7 +96,7 @@ def harness(home: Path, database_url: str | None) -> Iterator[Harness]:
     upgrade(settings.resolved_database_url)
     state = build_state(settings)
     app = create_app(settings, state=state)
-    executor = RecordingExecutor()
+    executor = FakeExecutor()
     with (
         TestClient(app, headers={"Authorization": f"Bearer {USER_TOKEN}"}) as api,
         Sandbox(SandboxLimits.from_settings(settings), keep_warm=True) as sandbox,
@@ -130,12 +106,12 @@ def harness(home: Path, database_url: str | None) -> Iterator[Harness]:
         deps = AgentDeps(
             settings=settings,
             sessions=state.sessions,
-            executor=executor,  # type: ignore[arg-type]
+            executor=executor,
             artifacts=state.artifacts,
             advisor_for=advisor_factory(settings),
             validate=validate,
         )
-        controller = Controller(settings, state.sessions, executor, build_graph(deps, checkpointer))  # type: ignore[arg-type]
+        controller = Controller(settings, state.sessions, executor, build_graph(deps, checkpointer))
         advance = Timer(controller.advance)
         controller.advance = advance  # type: ignore[method-assign]
         try:
@@ -170,7 +146,7 @@ def parameter_names(source: str, dataset: dict[str, Any]) -> list[str]:
 def play_job(h: Harness, accuracies: list[float], first_to_last: float) -> float:
     """Post the latest job's summaries and finish as its worker; returns when the finish was
     answered (perf_counter)."""
-    _, job = h.executor.submitted[-1]
+    job = h.executor.submitted[-1]
     headers = {"Authorization": f"Bearer {job.environment['GRADPILOT_JOB_TOKEN']}"}
     spec = h.api.get(f"/v1/jobs/{job.job_id}/spec", headers=headers)
     spec.raise_for_status()
@@ -235,7 +211,7 @@ def one_run(h: Harness, index: int) -> list[dict[str, Any]]:
         {
             "action": "start",
             "expected": "start",
-            "outcome_to_submit_s": h.executor.submitted[-1][0] - t0,
+            "outcome_to_submit_s": h.executor.submitted_at[-1] - t0,
             "advance_s": sum(h.advance.calls[n_adv:]),
             "sandbox_s": sum(h.validate.calls[n_val:]),
         }
@@ -255,7 +231,7 @@ def one_run(h: Harness, index: int) -> list[dict[str, Any]]:
                 "action": decision.get("action"),
                 "expected": expected,
                 "outcome_to_submit_s": (
-                    h.executor.submitted[-1][0] - received if submitted else None
+                    h.executor.submitted_at[-1] - received if submitted else None
                 ),
                 "outcome_to_decision_s": time.perf_counter() - received,
                 "advance_s": sum(h.advance.calls[n_adv:]),
@@ -307,13 +283,13 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or (1 if args.tiny else 4)
     report: dict[str, Any] = {"benchmark": "decision_latency", "target_s": TARGET_S}
     results = [measure(runs, None)]
-    why_not = _common.postgres_available()
+    why_not = postgres.unavailable_reason(postgres.BENCH_ADMIN)
     if args.tiny or args.no_postgres:
         report["postgres_skipped"] = "tiny run" if args.tiny else "--no-postgres"
     elif why_not:
         report["postgres_skipped"] = why_not
     else:
-        with _common.scratch_database("gradpilot_bench") as url:
+        with postgres.scratch_database("gradpilot_bench", postgres.BENCH_ADMIN) as url:
             results.append(measure(runs, url))
     report["results"] = _common.round_floats(results)
     rows = []

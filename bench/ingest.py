@@ -42,6 +42,9 @@ from typing import Any
 
 from bench import _common, _procs
 from bench._summaries import load_summary, metric_count
+from tests.support import postgres
+from tests.support.ports import free_port, wait_for_port
+from tests.support.processes import stop, wait_for_http
 
 USER_TOKEN = "bench-ingest-user-token-0123456789"
 TENSORS = 64
@@ -58,7 +61,7 @@ def api_server(
     db_url: str, home: Path, workers: int
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """uvicorn serving the API factory (``bench._ingest_app:make_app``) on a free port."""
-    port = _common.free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRADPILOT_")}
     env.update(
         GRADPILOT_DATABASE_URL=db_url,
@@ -73,11 +76,11 @@ def api_server(
     ]  # fmt: skip
     process = subprocess.Popen(command, cwd=_common.ROOT, env=env)
     try:
-        _common.wait_for_port(port, 120, process)
-        _wait_http(f"http://127.0.0.1:{port}/healthz", process)
+        wait_for_port(port, 120, process)
+        wait_for_http(f"http://127.0.0.1:{port}/healthz", process)
         yield f"http://127.0.0.1:{port}", process
     finally:
-        _stop(process)
+        stop(process)
 
 
 @contextlib.contextmanager
@@ -85,7 +88,7 @@ def mlflow_server(
     db_url: str, home: Path, workers: int
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``mlflow server`` on its own database (it creates its tables at start)."""
-    port = _common.free_port()
+    port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [
         str(mlflow), "server", "--backend-store-uri", db_url,
@@ -96,35 +99,12 @@ def mlflow_server(
     log = open(home / "mlflow-server.log", "wb")  # noqa: SIM115 - closed below
     process = subprocess.Popen(command, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _common.wait_for_port(port, 300, process)
-        _wait_http(f"http://127.0.0.1:{port}/health", process)
+        wait_for_port(port, 300, process)
+        wait_for_http(f"http://127.0.0.1:{port}/health", process)
         yield f"http://127.0.0.1:{port}", process
     finally:
-        _stop(process)
+        stop(process)
         log.close()
-
-
-def _wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=5).read()
-            return
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"the server exited with {process.returncode}") from None
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def _post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -247,7 +227,7 @@ def verify_gradpilot_rows(
 
     ids = [t["job_id"] for t in targets]
     sent = sum(raw["next_epochs"])
-    with psycopg.connect(_common.libpq_url(db_url)) as conn:
+    with psycopg.connect(postgres.libpq_url(db_url)) as conn:
         rows, distinct, beyond = conn.execute(
             "SELECT count(*), count(DISTINCT (job_id, epoch)), "
             "count(*) FILTER (WHERE epoch < 0) FROM epoch_summaries WHERE job_id = ANY(%s)",
@@ -331,7 +311,7 @@ def mlflow_part(
             }
             summary, raw = measured(cfg, tmp, process.pid)
             per = metric_count(load_summary(0, TENSORS))
-            with psycopg.connect(_common.libpq_url(db_url)) as conn:
+            with psycopg.connect(postgres.libpq_url(db_url)) as conn:
                 rows, distinct = conn.execute(
                     "SELECT count(*), count(DISTINCT (run_uuid, key, step, timestamp, value)) "
                     "FROM metrics WHERE run_uuid = ANY(%s)",
@@ -371,7 +351,7 @@ def raw_part(db_url: str, n_rows: int) -> dict[str, Any]:
     out: dict[str, Any] = {"rows": n_rows}
     for method in ("executemany", "copy", "copy_lz4"):
         job = seed_jobs(db_url, 1)[0]
-        with psycopg.connect(_common.libpq_url(db_url)) as conn:
+        with psycopg.connect(postgres.libpq_url(db_url)) as conn:
             table = "epoch_summaries"
             if method == "copy_lz4":
                 table = "bench_summaries_lz4"
@@ -466,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         "metrics_per_summary": metric_count(load_summary(0, TENSORS)),
         "duration_s": duration,
     }
-    why_not = _common.postgres_available()
+    why_not = postgres.unavailable_reason(postgres.BENCH_ADMIN)
     if why_not:
         report["skipped"] = why_not
         report["headline"] = []
@@ -474,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gp-bench-ingest-") as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "home").mkdir()
-        with _common.scratch_database() as db_url:
+        with postgres.scratch_database("gradpilot_bench", postgres.BENCH_ADMIN) as db_url:
             report["gradpilot_by_workers"] = [
                 gradpilot_part(db_url, tmp, configs, duration, warmup, w) for w in workers
             ]
@@ -486,7 +466,9 @@ def main(argv: list[str] | None = None) -> int:
                 "MLflow is not installed (pip install -e '.[bench]' installs it)"
             )
         else:
-            with _common.scratch_database("gradpilot_bench_mlflow") as ml_url:
+            with postgres.scratch_database(
+                "gradpilot_bench_mlflow", postgres.BENCH_ADMIN
+            ) as ml_url:
                 clients = [16] if args.tiny else [16, 64]
                 report["mlflow"] = mlflow_part(
                     ml_url, tmp, clients, ml_duration, 3.0, args.mlflow_workers

@@ -49,12 +49,30 @@ class ExecutorError(GradpilotError):
     """The executor (local processes, AWS Batch) refused or failed an operation."""
 
     status_code = 502
+    #: True for a failure that trying again later may not have (throttling, no connection).
+    transient = False
+
+
+class TransientExecutorError(ExecutorError):
+    """The executor's service throttled or was unreachable after retries; try again later."""
+
+    status_code = 503
+    transient = True
 
 
 class ArtifactError(GradpilotError):
     """The artifact store could not read or write an object."""
 
     status_code = 502
+    #: True for a failure that trying again later may not have (throttling, no connection).
+    transient = False
+
+
+class TransientArtifactError(ArtifactError):
+    """The artifact store throttled or was unreachable after retries; try again later."""
+
+    status_code = 503
+    transient = True
 
 
 class AdvisorError(GradpilotError):

@@ -15,17 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import yaml
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from botocore.parsers import ResponseParserError
 
+from service.aws import (
+    SDK_ERRORS,
+    AwsFailure,
+    AwsFault,
+    ErrorFamily,
+    classify_aws_error,
+    make_client,
+    translate_aws_error,
+)
 from service.errors import ConfigurationError, GradpilotError, InvalidInput
 
 DEFAULT_STACK_NAME = "gradpilot"
@@ -123,12 +123,8 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
 
 
 def cloudformation_client(endpoint_url: str | None, region: str) -> Any:
-    return boto3.client(
-        "cloudformation",
-        endpoint_url=endpoint_url,
-        region_name=region,
-        config=Config(retries={"mode": "adaptive", "max_attempts": 8}),
-    )
+    """A boto3 ``cloudformation`` client with adaptive retries (moto at ``endpoint_url``)."""
+    return make_client("cloudformation", region=region, endpoint_url=endpoint_url)
 
 
 def deploy_stack(
@@ -234,7 +230,8 @@ def _parameters(given: Mapping[str, str]) -> list[dict[str, Any]]:
 
 def _create(cfn: Any, stack_name: str, body: str, given: Mapping[str, str]) -> None:
     _call(
-        cfn.create_stack,
+        cfn,
+        "create_stack",
         StackName=stack_name,
         TemplateBody=body,
         Parameters=_parameters(given),
@@ -259,24 +256,20 @@ def _update(
             Parameters=_parameters(given) + keep,
             Capabilities=["CAPABILITY_IAM"],
         )
-    except ClientError as e:
-        if "No updates are to be performed" in str(e):
+    except SDK_ERRORS as e:
+        if "No updates are to be performed" in classify_aws_error(e).message:
             return False
-        raise _translate(e) from e
-    except (BotoCoreError, ResponseParserError) as e:
-        raise _translate(e) from e
+        raise _translate(e, "update_stack") from e
     return True
 
 
 def _describe(cfn: Any, stack_name: str) -> dict[str, Any] | None:
     try:
         stacks = cfn.describe_stacks(StackName=stack_name)["Stacks"]
-    except ClientError as e:
-        if "does not exist" in str(e):
+    except SDK_ERRORS as e:
+        if classify_aws_error(e).fault is AwsFault.NOT_FOUND:
             return None
-        raise _translate(e) from e
-    except (BotoCoreError, ResponseParserError) as e:
-        raise _translate(e) from e
+        raise _translate(e, "describe_stacks") from e
     return dict(stacks[0]) if stacks else None
 
 
@@ -320,7 +313,7 @@ def _new_events(cfn: Any, stack_name: str, started: float, seen: set[str]) -> li
     """Events of this deployment not reported yet, oldest first."""
     try:
         raw = cfn.describe_stack_events(StackName=stack_name).get("StackEvents", [])
-    except (BotoCoreError, ClientError, ResponseParserError):
+    except SDK_ERRORS:
         return []  # progress is a nicety; the stack status decides
     fresh: list[StackEvent] = []
     for event in raw:
@@ -341,29 +334,27 @@ def _new_events(cfn: Any, stack_name: str, started: float, seen: set[str]) -> li
     return list(reversed(fresh))
 
 
-def _call(method: Callable[..., Any], **kwargs: Any) -> Any:
+def _call(cfn: Any, operation: str, **kwargs: Any) -> Any:
     try:
-        return method(**kwargs)
+        return getattr(cfn, operation)(**kwargs)
     # moto answers some CloudFormation errors in JSON, which botocore cannot parse as XML.
-    except (BotoCoreError, ClientError, ResponseParserError) as e:
-        raise _translate(e) from e
+    except SDK_ERRORS as e:
+        raise _translate(e, operation) from e
 
 
-def _translate(error: Exception) -> GradpilotError:
-    if isinstance(error, NoCredentialsError | PartialCredentialsError):
-        return ConfigurationError(
-            "no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY (for moto any values do)"
-        )
-    if isinstance(error, ClientError):
-        info = error.response.get("Error", {})
-        code, message = info.get("Code", ""), info.get("Message", str(error))
-        if code in ("AccessDenied", "AccessDeniedException"):
-            return DeployError(
-                f"CloudFormation refused ({message}); the deploying identity needs the "
-                "permissions listed in infra/README.md"
-            )
-        if code == "InsufficientCapabilitiesException":
-            return DeployError(message)
-        return DeployError(f"CloudFormation: {code}: {message}")
-    return DeployError(f"the CloudFormation call failed: {error}")
+#: Credentials are a setting to fix before deploying; everything else is the deployment's.
+_FAMILY = ErrorFamily(error=DeployError, credentials=ConfigurationError)
+
+
+def _hint(failure: AwsFailure) -> str | None:
+    if failure.fault is AwsFault.ACCESS_DENIED:
+        return "The deploying identity needs the permissions listed in infra/README.md."
+    if failure.transient:
+        return "deploy again in a minute (an unchanged stack is not redeployed)"
+    return None
+
+
+def _translate(error: Exception, operation: str) -> GradpilotError:
+    return translate_aws_error(
+        error, service="CloudFormation", operation=operation, family=_FAMILY, hint=_hint
+    )

@@ -12,10 +12,11 @@ from sqlalchemy.orm import Session
 
 from service.db.models import Architecture, EpochSummary, Job, utcnow
 from service.errors import Conflict, InvalidInput, NotFound
+from service.job_artifacts import artifact_prefix
 from service.schemas.datasets import DatasetSpec
 from service.schemas.hyperparameters import Hyperparameters
 from service.schemas.jobs import CheckpointIn, JobFinish, JobSpec
-from service.schemas.statuses import ACTIVE_JOB_STATUSES
+from service.schemas.statuses import ACTIVE_JOB_STATUSES, ErrorKind, JobStatus
 from service.schemas.summaries import EpochSummaryIn, EpochSummaryPublic
 
 
@@ -66,7 +67,7 @@ def job_spec(session: Session, job: Job, artifact_root: str, checkpoint_every: i
         schedule_total_epochs=job.schedule_total_epochs,
         resume_checkpoint=job.resume_checkpoint,
         resume_weights_only=job.resume_weights_only,
-        artifact_prefix=f"{artifact_root.rstrip('/')}/runs/{run.id}/jobs/g{job.generation}",
+        artifact_prefix=artifact_prefix(artifact_root, run.id, job.generation),
         checkpoint_every=checkpoint_every,
         seed=run.seed + job.generation,
     )
@@ -94,7 +95,7 @@ def register_checkpoint(session: Session, job: Job, body: CheckpointIn) -> None:
 # "succeeded" row carrying a failed request's error).
 
 #: states a heartbeat may find (a cancelled job still hears that it is cancelled)
-_HEARTBEAT_FROM = ("pending", "submitted", "running", "cancelled")
+_HEARTBEAT_FROM = tuple(s.value for s in (*ACTIVE_JOB_STATUSES, JobStatus.CANCELLED))
 
 
 def _compare_and_set(
@@ -116,14 +117,14 @@ def heartbeat(session: Session, job: Job) -> bool:
     """Mark the job alive (and running); returns whether the user asked to cancel its run.
     ``Conflict`` if the job has ended (succeeded or failed) meanwhile."""
     now = utcnow()
-    starting = Job.status.in_(("pending", "submitted"))
+    starting = Job.status.in_((JobStatus.PENDING, JobStatus.SUBMITTED))
     changed = _compare_and_set(
         session,
         job,
         _HEARTBEAT_FROM,
         {
             "heartbeat_at": now,
-            "status": case((starting, "running"), else_=Job.status),
+            "status": case((starting, JobStatus.RUNNING.value), else_=Job.status),
             "started_at": case(
                 (starting, func.coalesce(Job.started_at, now)), else_=Job.started_at
             ),
@@ -131,7 +132,7 @@ def heartbeat(session: Session, job: Job) -> bool:
     )
     if not changed:
         raise Conflict(f"job {job.id} has already ended ({job.status})")
-    return bool(job.run.cancel_requested) or job.status == "cancelled"
+    return bool(job.run.cancel_requested) or job.status == JobStatus.CANCELLED
 
 
 def best_val_accuracy(session: Session, job_id: str) -> float | None:
@@ -142,8 +143,10 @@ def best_val_accuracy(session: Session, job_id: str) -> float | None:
 
 def finish_job(session: Session, job: Job, body: JobFinish) -> None:
     """Record the worker's own account of how the job ended (idempotent for the same status)."""
-    if body.status == "failed" and body.error_kind is None:
-        raise InvalidInput("a failed job needs error_kind: 'code' or 'infrastructure'")
+    if body.status == JobStatus.FAILED and body.error_kind is None:
+        raise InvalidInput(
+            f"a failed job needs error_kind: '{ErrorKind.CODE}' or '{ErrorKind.INFRASTRUCTURE}'"
+        )
     active = tuple(s.value for s in ACTIVE_JOB_STATUSES)
     changed = job.status in active and _compare_and_set(
         session,
@@ -151,11 +154,12 @@ def finish_job(session: Session, job: Job, body: JobFinish) -> None:
         active,
         {
             "status": body.status,
-            "error_kind": body.error_kind if body.status == "failed" else None,
+            "error_kind": body.error_kind if body.status == JobStatus.FAILED else None,
             "exit_code": body.exit_code,
             "error_message": body.message,
             "traceback": body.traceback,
             "test_accuracy": body.test_accuracy,
+            "isolation": body.isolation,
             "finished_at": utcnow(),
             "best_val_accuracy": best_val_accuracy(session, job.id),
         },

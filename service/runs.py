@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from service.db.models import Architecture, Decision, EpochSummary, Job, Run
+from service.db.models import BUILTIN_ADMIN_ID, Architecture, Decision, EpochSummary, Job, Run
 from service.errors import Conflict, InvalidInput, NotFound, SandboxRejected
 from service.schemas.datasets import DatasetSpec
 from service.schemas.decisions import ArchitectureDiff, ArchitecturePublic, DecisionPublic
@@ -29,7 +29,7 @@ from service.schemas.runs import (
     RunPublic,
     RunSummary,
 )
-from service.schemas.statuses import TERMINAL_RUN_STATUSES
+from service.schemas.statuses import TERMINAL_RUN_STATUSES, RunStatus
 
 
 def sha256(text: str) -> str:
@@ -53,7 +53,7 @@ def check_advisor_spec(spec: str) -> str:
 
 #: the model contract's entry points (``service.sandbox.model_contract``)
 _ENTRY_POINTS = frozenset({"build_model", "CNN"})
-#: advisor providers that name Bedrock (``service.advisors.llm.BEDROCK_PROVIDERS``; runs sit
+#: advisor providers that name Bedrock (``service.advisors.llm_models.BEDROCK_PROVIDERS``; runs sit
 #: below the advisors' layer, so the names are repeated here and a test keeps them equal)
 BEDROCK_PROVIDERS = frozenset({"bedrock", "bedrock_converse", "aws"})
 #: LangChain providers whose integration package is not ``langchain_<provider>``
@@ -150,9 +150,11 @@ def _require_readable_dataset(dataset: DatasetSpec) -> None:
         )
 
 
-def create_run(session: Session, body: RunCreate, default_advisor: str) -> Run:
-    """Store a new run and its first architecture (after the static check of its source and
-    ``refuse_impossible_run``)."""
+def create_run(
+    session: Session, body: RunCreate, default_advisor: str, owner_id: str = BUILTIN_ADMIN_ID
+) -> Run:
+    """Store a new run of ``owner_id`` and its first architecture (after the static check of
+    its source and ``refuse_impossible_run``)."""
     from service.sandbox.static_check import check_source
 
     try:
@@ -162,7 +164,7 @@ def create_run(session: Session, body: RunCreate, default_advisor: str) -> Run:
     refuse_impossible_run(body, check_advisor_spec(body.advisor or default_advisor))
     run = Run(
         name=body.name,
-        status="pending",
+        status=RunStatus.PENDING,
         dataset=body.dataset.model_dump(mode="json"),
         hyperparameters=body.hyperparameters.model_dump(mode="json"),
         budget=body.budget.model_dump(mode="json"),
@@ -170,6 +172,7 @@ def create_run(session: Session, body: RunCreate, default_advisor: str) -> Run:
         advisor=check_advisor_spec(body.advisor or default_advisor),
         approval=body.approval,
         seed=body.seed,
+        owner_id=owner_id,
     )
     session.add(run)
     session.flush()
@@ -188,8 +191,14 @@ def create_run(session: Session, body: RunCreate, default_advisor: str) -> Run:
     return run
 
 
-def get_run(session: Session, run_id: str, *, for_update: bool = False) -> Run:
+def get_run(
+    session: Session, run_id: str, *, for_update: bool = False, owner_id: str | None = None
+) -> Run:
+    """The run; with ``owner_id``, only if that user owns it: another user's run is "not
+    found", exactly like a missing one, so that ids do not leak."""
     stmt = select(Run).where(Run.id == run_id)
+    if owner_id is not None:
+        stmt = stmt.where(Run.owner_id == owner_id)
     if for_update:
         stmt = stmt.with_for_update()
     run = session.execute(stmt).scalar_one_or_none()
@@ -238,10 +247,14 @@ def _summary(run: Run, counts: tuple[int, int]) -> dict[str, Any]:
 
 
 def list_runs(
-    session: Session, *, status: str | None, limit: int, offset: int
+    session: Session, *, status: str | None, limit: int, offset: int, owner_id: str | None = None
 ) -> tuple[list[RunSummary], int]:
+    """Runs newest first; with ``owner_id``, only that user's."""
     stmt = select(Run)
     count_stmt = select(func.count(Run.id))
+    if owner_id is not None:
+        stmt = stmt.where(Run.owner_id == owner_id)
+        count_stmt = count_stmt.where(Run.owner_id == owner_id)
     if status:
         stmt = stmt.where(Run.status == status)
         count_stmt = count_stmt.where(Run.status == status)
@@ -271,6 +284,15 @@ def current_architecture_version(session: Session, run_id: str) -> int:
     )
 
 
+def _latest_isolation(session: Session, run_id: str) -> str | None:
+    return session.execute(
+        select(Job.isolation)
+        .where(Job.run_id == run_id, Job.isolation.is_not(None))
+        .order_by(Job.generation.desc(), Job.attempt.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
 def run_public(session: Session, run: Run) -> RunPublic:
     counts = _job_counts(session, [run.id]).get(run.id, (0, 0))
     job = latest_job(session, run.id)
@@ -285,6 +307,7 @@ def run_public(session: Session, run: Run) -> RunPublic:
             "resources": Resources.model_validate(run.resources),
             "seed": run.seed,
             "architecture_version": job.architecture_version if job else 0,
+            "isolation": _latest_isolation(session, run.id),
             "final_test_accuracy": run.final_test_accuracy,
             "pending_approval": ApprovalRequest.model_validate(run.pending_approval)
             if run.pending_approval
@@ -301,12 +324,12 @@ def cancel_run(session: Session, run: Run) -> None:
     if run.status in TERMINAL_RUN_STATUSES:
         raise Conflict(f"run {run.id} has already ended ({run.status}); nothing to cancel")
     run.cancel_requested = True
-    run.status = "cancelled"
+    run.status = RunStatus.CANCELLED
     run.pending_approval = None
 
 
 def answer_approval(session: Session, run: Run, *, approved: bool, feedback: str = "") -> None:
-    if run.status != "awaiting_approval" or run.pending_approval is None:
+    if run.status != RunStatus.AWAITING_APPROVAL or run.pending_approval is None:
         raise Conflict(
             f"run {run.id} is not waiting for approval (status {run.status}); "
             "only a run whose approval policy paused it can be approved or rejected"

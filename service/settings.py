@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     artifact_url: str | None = Field(
         None, description="file:///path or s3://bucket/prefix; default: home/artifacts."
     )
-    executor: Literal["local", "batch"] = "local"
+    executor: Literal["local", "batch", "docker"] = "local"
     advisor: str = Field("rules", description="Default advisor of new runs.")
     aws_endpoint_url: str | None = Field(None, description="moto's URL for local testing.")
     aws_region: str = "us-east-1"
@@ -79,6 +79,31 @@ class Settings(BaseSettings):
     batch_job_definition: str | None = None
     batch_runnable_timeout_s: int = Field(1800, ge=60)
 
+    # Docker executor (one container of the worker image per job; docs/docker.md)
+    docker_image: str = Field(
+        "gradpilot-worker:local", description="The worker image (built from Dockerfile.worker)."
+    )
+    docker_host: str | None = Field(
+        None, description="The engine's URL (unix:///var/run/docker.sock); default: DOCKER_HOST."
+    )
+    docker_network: str = Field(
+        "host",
+        description="Network mode of job containers; host lets workers reach a loopback API.",
+    )
+    docker_gpus: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="Pass a job's GPUs as device requests: auto when the engine has the "
+        "NVIDIA runtime, always (an error without it), never.",
+    )
+    docker_user: str | None = Field(
+        None, description="uid:gid job containers run as; default: the image's user."
+    )
+    docker_env: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Names of this process's variables passed on to job containers "
+        "(e.g. AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY for an s3:// store).",
+    )
+
     # Controller
     controller_interval_s: float = Field(1.0, gt=0)
     job_heartbeat_timeout_s: int = Field(600, ge=10)
@@ -93,8 +118,15 @@ class Settings(BaseSettings):
     sandbox_timeout_s: float = Field(60.0, gt=0)
     sandbox_memory_mb: int = Field(4096, ge=256)
     sandbox_max_parameters: int = Field(50_000_000, ge=1000)
+    allow_weak_isolation: bool = Field(
+        False,
+        description="Run untrusted model code (validation and training) even where a required "
+        "isolation layer (network, process or file isolation) is missing. Off: such a host "
+        "refuses with a message naming what is missing. The level each job and validation ran "
+        "with is recorded either way.",
+    )
 
-    @field_validator("api_tokens", mode="before")
+    @field_validator("api_tokens", "docker_env", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         # A list setting may be given as JSON (``["a", "b"]``) or as ``a,b``: the second is
@@ -182,7 +214,7 @@ class Settings(BaseSettings):
 _EXAMPLES: dict[str, str] = {
     "api_tokens": "GRADPILOT_API_TOKENS=tok-aaaaaaaaaaaaaaaa,tok-bbbbbbbbbbbbbbbb",
     "port": "GRADPILOT_PORT=8765",
-    "executor": "GRADPILOT_EXECUTOR=local (or batch)",
+    "executor": "GRADPILOT_EXECUTOR=local (or batch, docker)",
     "local_max_parallel": "GRADPILOT_LOCAL_MAX_PARALLEL=2",
     "max_body_bytes": "GRADPILOT_MAX_BODY_BYTES=16777216",
 }

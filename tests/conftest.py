@@ -1,5 +1,13 @@
-"""Shared fixtures: settings with a private home, migrated SQLite and Postgres databases,
-the API in-process with a user token."""
+"""Shared fixtures: settings with a private home, migrated SQLite and Postgres databases, the
+API in-process with a user token, and a moto server process.
+
+Every test that needs PostgreSQL (through ``postgres_admin``, ``postgres_url`` or
+``pg_client``) carries the ``postgres`` marker, set here at collection, so that
+``-m "not postgres"`` leaves them out. A missing server skips them, except under ``CI=true``
+where it fails them.
+
+Helpers to import (factories, fakes, servers) are in ``tests/support``.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +15,40 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from bench._common import scratch_database
 from service.api.app import build_state
 from service.app import create_app
 from service.db.migrate import upgrade
 from service.settings import Settings
+from tests.support import moto, postgres
+from tests.support.factories import USER_TOKEN
 
-PG_ADMIN = os.environ.get("GRADPILOT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-USER_TOKEN = "test-user-token-0123456789"
+#: The fixtures that reach the PostgreSQL server; a test using any of them is ``postgres``.
+POSTGRES_FIXTURES = frozenset({"postgres_admin", "postgres_url", "pg_client"})
 
 
-def _postgres_available() -> bool:
-    try:
-        with psycopg.connect(PG_ADMIN, connect_timeout=3):
-            return True
-    except psycopg.OperationalError:
-        return False
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture(scope="session")
 def postgres_admin() -> str:
-    if not _postgres_available():
+    why_not = postgres.unavailable_reason(postgres.TEST_ADMIN)
+    if why_not:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required under CI but {PG_ADMIN} is not reachable")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}")
-    return PG_ADMIN
+            pytest.fail(f"{why_not}; PostgreSQL is required under CI")
+        pytest.skip(why_not)
+    return postgres.TEST_ADMIN
 
 
 @pytest.fixture
 def postgres_url(postgres_admin: str) -> Iterator[str]:
     """A fresh, empty database for one test (dropped afterwards)."""
-    with scratch_database("gradpilot_test", admin=postgres_admin) as url:
+    with postgres.scratch_database("gradpilot_test", admin=postgres_admin) as url:
         yield url
 
 
@@ -80,3 +87,10 @@ def pg_client(postgres_url: str, home: Path) -> Iterator[TestClient]:
     ) as c:
         yield c
     state.engine.dispose()
+
+
+@pytest.fixture
+def moto_server() -> Iterator[str]:
+    """A moto server process with Batch configured to run without Docker; yields its URL."""
+    with moto.moto_server() as url:
+        yield url

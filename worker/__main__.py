@@ -1,6 +1,7 @@
 """``python -m worker``: train one job segment and exit with a code the scheduler understands.
 
-Environment: ``GRADPILOT_API_URL``, ``GRADPILOT_JOB_ID``, ``GRADPILOT_JOB_TOKEN`` (required);
+Environment (names in ``service.schemas.worker_env``): ``GRADPILOT_API_URL``,
+``GRADPILOT_JOB_ID``, ``GRADPILOT_JOB_TOKEN`` (required);
 ``GRADPILOT_SPOOL_DIR`` (where unsent reports wait; default: the temp folder),
 ``GRADPILOT_FINISH_DEADLINE_S`` (how long to wait out an unreachable API at the end, 300),
 ``GRADPILOT_DATA_DIR`` (CIFAR files when the spec names none), ``GRADPILOT_AWS_ENDPOINT_URL``
@@ -17,7 +18,7 @@ import logging
 import os
 import sys
 
-from service.schemas import exit_codes
+from service.schemas import exit_codes, worker_env
 from service.schemas.jobs import JobFinish
 from worker import distributed
 from worker.client import ApiClient
@@ -29,7 +30,7 @@ log = logging.getLogger("worker")
 
 def _configure_logging(rank: int) -> None:
     logging.basicConfig(
-        level=os.environ.get("GRADPILOT_LOG_LEVEL", "INFO").upper(),
+        level=os.environ.get(worker_env.LOG_LEVEL, "INFO").upper(),
         format=f"%(asctime)s rank{rank} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -39,7 +40,10 @@ def _configure_logging(rank: int) -> None:
 def main() -> int:
     stop = StopFlag().install()
     try:
-        ctx = distributed.setup()
+        # The supervisor joins no process group: the confined trainers do (worker.job).
+        from worker.job import supervisor_context
+
+        ctx = supervisor_context()
     except Exception:
         logging.basicConfig()
         log.exception("could not join the process group")
@@ -52,20 +56,13 @@ def main() -> int:
 
 
 def _run(ctx: distributed.Context, stop: StopFlag) -> int:
-    missing = [
-        name
-        for name in ("GRADPILOT_API_URL", "GRADPILOT_JOB_ID", "GRADPILOT_JOB_TOKEN")
-        if not os.environ.get(name)
-    ]
+    missing = worker_env.missing(os.environ)
     if missing:
         log.error("missing environment: %s", ", ".join(missing))
         return exit_codes.BAD_SPEC
-    deadline = float(os.environ.get("GRADPILOT_FINISH_DEADLINE_S", "300"))
-    client = ApiClient(
-        os.environ["GRADPILOT_API_URL"],
-        os.environ["GRADPILOT_JOB_ID"],
-        os.environ["GRADPILOT_JOB_TOKEN"],
-    )
+    deadline = worker_env.finish_deadline_s(os.environ)
+    env = worker_env.WorkerEnvironment.from_env(os.environ)
+    client = ApiClient(env.api_url, env.job_id, env.job_token)
     try:
         try:
             spec = client.get_spec()
@@ -77,7 +74,14 @@ def _run(ctx: distributed.Context, stop: StopFlag) -> int:
             return exit_codes.INFRASTRUCTURE_ERROR
         from worker.job import Job
 
-        job = Job(spec, client if ctx.is_main else None, ctx, stop, finish_deadline_s=deadline)
+        job = Job(
+            spec,
+            client if ctx.is_main else None,
+            ctx,
+            stop,
+            finish_deadline_s=deadline,
+            artifact_urls=client.artifact_urls,
+        )
         try:
             return job.run()
         except Preempted as e:

@@ -8,7 +8,9 @@ restarted worker finds the same outbox and sends what is left. Only ``finish`` w
 empties the outbox, then posts the outcome, retrying until a deadline.
 
 Only transient failures are retried (connection errors, timeouts, 429 and 5xx); any other 4xx
-is a permanent answer and surfaces at once.
+is a permanent answer and surfaces at once. A 409 from a worker endpoint other than ``finish``
+means the job has ended (or was superseded) and its token no longer works: the client stops
+sending (queued reports are set aside, not retried) and ``heartbeat`` answers "stop".
 """
 
 from __future__ import annotations
@@ -22,9 +24,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
+from service.errors import ArtifactError
+from service.schemas import worker_env
+from service.schemas.artifacts import ArtifactUrls
 from service.schemas.jobs import CheckpointIn, HeartbeatIn, JobFinish, JobSpec
 from service.schemas.summaries import EpochSummaryIn
 from worker.errors import ApiUnavailable, BadSpecError
@@ -46,6 +52,10 @@ class PermanentError(Exception):
         super().__init__(f"HTTP {status}: {detail}")
         self.status = status
         self.detail = detail
+
+
+#: The API's answer to any worker call of a job that has ended: stop, never retry.
+JOB_ENDED = 409
 
 
 class Backoff:
@@ -132,7 +142,8 @@ class Outbox:
 
 
 def default_spool_dir(job_id: str) -> Path:
-    base = os.environ.get("GRADPILOT_SPOOL_DIR")
+    """``$GRADPILOT_SPOOL_DIR/<job_id>``, else a folder under the temp folder."""
+    base = os.environ.get(worker_env.SPOOL_DIR)
     root = Path(base) if base else Path(tempfile.gettempdir()) / "gradpilot-spool"
     return root / job_id
 
@@ -166,6 +177,8 @@ class ApiClient:
         self.outbox = Outbox(spool_dir or default_spool_dir(job_id))
         self.send_backoff = Backoff(backoff_base_s, backoff_max_s)
         self.heartbeat_backoff = Backoff(backoff_base_s, backoff_max_s)
+        #: why the API said this job has ended (its token is dead); None while it lives
+        self.ended: str | None = None
 
     def close(self) -> None:
         self.http.close()
@@ -224,6 +237,21 @@ class ApiClient:
         except ValueError as e:
             raise BadSpecError(f"the job spec does not match this worker's schema: {e}") from e
 
+    def artifact_urls(self, put: list[str]) -> ArtifactUrls:
+        """The job's artifact URLs, with upload URLs for the checkpoint names in ``put``."""
+        query = f"?{urlencode({'put': put}, doseq=True)}" if put else ""
+        try:
+            data = self._retrying("GET", f"/artifact-urls{query}")
+        except PermanentError as e:
+            self._note_ended(e)
+            raise ArtifactError(f"the API refused the job's artifact URLs: {e}") from e
+        return ArtifactUrls.model_validate(data)
+
+    def _note_ended(self, e: PermanentError) -> None:
+        if e.status == JOB_ENDED and self.ended is None:
+            self.ended = e.detail
+            log.error("the API says this job has ended; stopping its reports: %s", e.detail)
+
     def report_summary(self, summary: EpochSummaryIn) -> None:
         """Queue a summary and send what is queued if the backoff allows; never blocks long."""
         self.outbox.add_summary(summary)
@@ -237,6 +265,9 @@ class ApiClient:
         """Send queued reports once (if the backoff allows or ``force``). True when the outbox
         is empty afterwards."""
         if not len(self.outbox):
+            return True
+        if self.ended is not None:
+            self._set_aside(f"the job has ended: {self.ended}")
             return True
         if not force and not self.send_backoff.ready():
             return False
@@ -255,12 +286,21 @@ class ApiClient:
         self.send_backoff.succeeded()
         return not len(self.outbox)
 
+    def _set_aside(self, reason: str) -> None:
+        """Move every queued report out of the way (kept for inspection, never sent)."""
+        for path in self.outbox.pending("summary") + self.outbox.pending("checkpoint"):
+            self.outbox.reject(path, reason)
+
     def _send_summaries(self) -> None:
         while paths := self.outbox.pending("summary")[:MAX_BATCH]:
             items = [json.loads(p.read_text()) for p in paths]
             try:
                 ack = self._request("POST", "/summaries", {"summaries": items})
             except PermanentError as e:
+                self._note_ended(e)
+                if self.ended is not None:  # the job, not the batch, is refused
+                    self._set_aside(str(e))
+                    return
                 if len(paths) == 1:
                     log.error("the API refused summary %s for good: %s", paths[0].name, e)
                     self.outbox.reject(paths[0], str(e))
@@ -285,6 +325,7 @@ class ApiClient:
             try:
                 self._request("POST", "/checkpoints", json.loads(path.read_text()))
             except PermanentError as e:
+                self._note_ended(e)
                 log.error("the API refused checkpoint %s for good: %s", path.name, e)
                 self.outbox.reject(path, str(e))
                 continue
@@ -306,12 +347,18 @@ class ApiClient:
     def heartbeat(self, epoch: int | None) -> bool:
         """Tell the API the job is alive; returns ``cancel_requested``. Never blocks on an
         unreachable API beyond one short request (then backs off until a later call)."""
+        if self.ended is not None:
+            return True
         if not self.heartbeat_backoff.ready():
             return False
         body = HeartbeatIn(epoch=epoch).model_dump(mode="json")
         try:
             answer = self._request("POST", "/heartbeat", body)
         except (TransientError, PermanentError) as e:
+            if isinstance(e, PermanentError):
+                self._note_ended(e)
+                if self.ended is not None:
+                    return True  # the job has ended: stop as if cancelled
             wait = self.heartbeat_backoff.failed()
             log.warning("heartbeat failed (%s); next in %.1fs at the earliest", e, wait)
             return False

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -150,6 +151,11 @@ def _read_npz(uri: str) -> bytes:
                 endpoint_url=os.environ.get("GRADPILOT_AWS_ENDPOINT_URL"),
                 region=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
             )
+        if uri.startswith(("https://", "http://")):  # a URL the API signed for this job
+            from worker.checkpoint import download
+
+            with httpx.Client(timeout=httpx.Timeout(300.0, connect=10.0)) as http:
+                return download(uri, http)
         path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
         return path.read_bytes()
     except Exception as e:  # any failure to read is the platform's, not the model's

@@ -12,21 +12,19 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal
 
 from service.schemas import exit_codes
+from service.schemas.statuses import ErrorKind
 
 #: Source file names given to model modules start with this, so that their frames are found in
 #: any traceback (see ``model_loading``).
 MODEL_FILENAME_PREFIX = "<gradpilot-model "
 
-ErrorKind = Literal["code", "infrastructure"]
-
 
 class WorkerError(Exception):
     """Root of the errors the worker raises on purpose."""
 
-    kind: ErrorKind = "infrastructure"
+    kind: ErrorKind = ErrorKind.INFRASTRUCTURE
     exit_code: int = exit_codes.INFRASTRUCTURE_ERROR
 
 
@@ -34,7 +32,7 @@ class ModelCodeError(WorkerError):
     """The model file broke the model contract (no ``build_model``/``CNN``, wrong output shape,
     a loss that is not a scalar, rejected by the static check)."""
 
-    kind = "code"
+    kind = ErrorKind.CODE
     exit_code = exit_codes.CODE_ERROR
 
 
@@ -65,7 +63,7 @@ class Preempted(BaseException):
 
 @dataclass(frozen=True)
 class Failure:
-    """How a job failed, ready for ``JobFinish``."""
+    """How a job failed, ready for ``JobFinish`` (``kind`` is ``code`` or ``infrastructure``)."""
 
     kind: ErrorKind
     exit_code: int
@@ -113,9 +111,9 @@ def classify(exc: BaseException) -> Failure:
     message = f"{type(exc).__name__}: {exc}"
     if _is_out_of_memory(exc):
         # Even when the model's forward allocated it: a smaller batch or a bigger GPU helps.
-        return Failure("infrastructure", exit_codes.INFRASTRUCTURE_ERROR, message, text)
+        return Failure(ErrorKind.INFRASTRUCTURE, exit_codes.INFRASTRUCTURE_ERROR, message, text)
     if isinstance(exc, WorkerError):
         return Failure(exc.kind, exc.exit_code, message, text)
     if raised_in_model_code(exc):
-        return Failure("code", exit_codes.CODE_ERROR, message, text)
-    return Failure("infrastructure", exit_codes.INFRASTRUCTURE_ERROR, message, text)
+        return Failure(ErrorKind.CODE, exit_codes.CODE_ERROR, message, text)
+    return Failure(ErrorKind.INFRASTRUCTURE, exit_codes.INFRASTRUCTURE_ERROR, message, text)

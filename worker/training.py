@@ -3,7 +3,9 @@
 Per step: forward (autocast on CUDA when asked), the model's loss, backward, the gradient
 monitor (before clipping), clipping from the monitor's total, the learning rate for this exact
 position in the schedule, the optimizer step. Metrics accumulate on the device; the host reads
-them once per epoch. A stop request (SIGTERM) is honoured between steps and hands back the
+them once per epoch, and are computed with methods of ``torch._C.TensorBase`` taken when this
+module is imported, before any model code runs (see ``worker.integrity``).
+A stop request (SIGTERM) is honoured between steps and hands back the
 partial epoch so that a checkpoint can carry it.
 """
 
@@ -27,6 +29,27 @@ from worker.monitor import EpochGradients, GradientMonitor
 from worker.schedule import LrSchedule, make_optimizer, set_lr
 
 log = logging.getLogger(__name__)
+
+# The metric arithmetic, bound before any model is imported. TensorBase is an immutable C type:
+# a model can replace ``torch.Tensor.argmax`` but not these.
+_TENSOR = torch.Tensor
+_argmax = torch._C.TensorBase.argmax
+_eq = torch._C.TensorBase.eq
+_sum = torch._C.TensorBase.sum
+_detach = torch._C.TensorBase.detach
+_to = torch._C.TensorBase.to
+_mul = torch._C.TensorBase.mul
+_add_ = torch._C.TensorBase.add_
+_grad_enabled = torch.is_grad_enabled
+
+
+def _count_correct(outputs: Tensor, y: Tensor) -> Tensor:
+    return _sum(_eq(_argmax(_detach(outputs), dim=1), y))
+
+
+def _weighted(loss: Tensor, n: int) -> Tensor:
+    return _mul(_to(_detach(loss), torch.float64), n)
+
 
 #: Under DDP the ranks agree on a stop request every this many steps (one tiny all-reduce).
 DDP_STOP_CHECK_EVERY = 10
@@ -121,9 +144,12 @@ class Trainer:
     def _loss(self, x: Tensor, y: Tensor, model: nn.Module) -> tuple[Tensor, Tensor]:
         with self._autocast():
             outputs = model(x)
-            if not self._contract_checked:
+            # Every step, not only the first: a tensor subclass could fake the metrics.
+            if not self._contract_checked or type(outputs) is not _TENSOR:
                 check_outputs(outputs, x.shape[0], self.num_classes)
             loss = self.loss_fn(outputs, y)
+            if not self._contract_checked or type(loss) is not _TENSOR or loss.dim():
+                loss = check_loss(loss, needs_grad=_grad_enabled())
         return outputs, loss
 
     def train_epoch(
@@ -156,9 +182,7 @@ class Trainer:
         iterator: Iterator[tuple[Tensor, Tensor]] = batches.iterate(start_step)
         for step, (x, y) in enumerate(iterator, start=start_step):
             outputs, loss = self._loss(x, y, self.train_model)
-            if not self._contract_checked:
-                check_loss(loss)
-                self._contract_checked = True
+            self._contract_checked = True
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -178,8 +202,8 @@ class Trainer:
             else:
                 self.optimizer.step()
             n = y.shape[0]
-            loss_sum += loss.detach().to(torch.float64) * n
-            correct += (outputs.detach().argmax(dim=1) == y).sum()
+            _add_(loss_sum, _weighted(loss, n))
+            _add_(correct, _count_correct(outputs, y))
             count += n
             if self._stop_now(should_stop, step) and step + 1 < steps:
                 return self._interrupted(step + 1, loss_sum, correct, count, elapsed_before, start)
@@ -241,8 +265,8 @@ class Trainer:
         for x, y in batches:
             outputs, loss = self._loss(x, y, self.eval_model)
             n = y.shape[0]
-            loss_sum += loss.detach().to(torch.float64) * n
-            correct += (outputs.argmax(dim=1) == y).sum()
+            _add_(loss_sum, _weighted(loss, n))
+            _add_(correct, _count_correct(outputs, y))
             count += n
         totals = distributed.all_reduce_sum(
             self.ctx, torch.stack((loss_sum, correct.to(torch.float64), count.to(torch.float64)))

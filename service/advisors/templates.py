@@ -232,7 +232,7 @@ class TemplateSpec:
 
 
 def _pow2(x: float) -> int:
-    return 2 ** round(math.log2(max(1.0, x)))
+    return int(2 ** round(math.log2(max(1.0, x))))
 
 
 def plan_template(

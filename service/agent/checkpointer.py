@@ -5,13 +5,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from service.settings import Settings
 
 
 @contextmanager
-def open_checkpointer(settings: Settings) -> Iterator[Any]:
+def open_checkpointer(settings: Settings) -> Iterator[BaseCheckpointSaver[str]]:
     """Yield a ready checkpointer (tables set up) for the settings' database."""
     url = settings.resolved_database_url
     if url.startswith("sqlite"):
@@ -41,6 +42,7 @@ def open_checkpointer(settings: Settings) -> Iterator[Any]:
         max_size=8,
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
     ) as pool:
+        # The rows are dicts (row_factory above), which the pool's type cannot carry.
         pg_saver = PostgresSaver(pool)  # type: ignore[arg-type]
         pg_saver.setup()
         yield pg_saver

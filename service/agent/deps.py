@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.advisors._protocol import Advisor
 from service.artifacts import ArtifactStore
 from service.executors import Executor
+from service.sandbox.report import ValidationReport
 from service.settings import Settings
 
-#: (source, input_shape, num_classes) -> report with .ok, .reason, .parameters
-Validator = Callable[[str, tuple[int, int, int], int], Any]
+#: (source, input_shape, num_classes) -> the sandbox's report (``Sandbox.validate``)
+Validator = Callable[[str, tuple[int, int, int], int], ValidationReport]
 
 
 @dataclass
@@ -27,4 +27,3 @@ class AgentDeps:
     validate: Validator
     #: rounds of writer -> sandbox -> fixer before giving up on a proposal
     fixer_rounds: int = 3
-    extra: dict[str, Any] = field(default_factory=dict)

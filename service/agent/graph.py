@@ -1,4 +1,4 @@
-"""The agent graph's wiring — DESIGN.md's diagram, and nothing else.
+"""The agent graph's wiring — docs/architecture.md's diagram, and nothing else.
 
 START → prepare ─┬─ valid ──────────────▶ train
                  └─ fails the sandbox ─▶ repair
@@ -15,17 +15,38 @@ train ──(job outcome)──▶ route_outcome
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+from langgraph.types import Command, Durability, StateSnapshot
 
 from service.agent import routers
 from service.agent.deps import AgentDeps
 from service.agent.nodes import AgentNodes
 from service.agent.state import AgentState
 
+#: the compiled graph: state, context (none), input and output are all ``AgentState``
+CompiledAgentGraph = CompiledStateGraph[AgentState, None, AgentState, AgentState]
 
-def build_graph(deps: AgentDeps, checkpointer: Any) -> Any:
+
+class AgentGraph(Protocol):
+    """What the controller calls on the compiled graph (``CompiledAgentGraph`` has it all)."""
+
+    def get_state(self, config: RunnableConfig) -> StateSnapshot: ...
+
+    def invoke(
+        self,
+        input: AgentState | Command[Any] | None,
+        config: RunnableConfig,
+        *,
+        durability: Durability,
+    ) -> Any: ...
+
+
+def build_graph(deps: AgentDeps, checkpointer: BaseCheckpointSaver[str]) -> CompiledAgentGraph:
     nodes = AgentNodes(deps)
     g = StateGraph(AgentState)
     g.add_node("prepare", nodes.prepare)
@@ -55,5 +76,5 @@ def build_graph(deps: AgentDeps, checkpointer: Any) -> Any:
     return g.compile(checkpointer=checkpointer)
 
 
-def thread_config(run_id: str) -> dict[str, Any]:
+def thread_config(run_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": run_id}, "recursion_limit": 10_000}

@@ -6,9 +6,11 @@ the state. Each has tests of its own (``tests/agent/test_routers.py``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from service.agent.state import AgentState
+from service.schemas.statuses import ErrorKind, JobStatus
 
 #: an improvement smaller than this does not reset the patience counter
 MIN_IMPROVEMENT = 0.002
@@ -17,7 +19,7 @@ MIN_IMPROVEMENT = 0.002
 def route_prepared(state: AgentState) -> Literal["train", "repair"]:
     """The submitted model either passed the sandbox, or goes to the repair path at once."""
     outcome = state.get("outcome") or {}
-    return "repair" if outcome.get("error_kind") == "code" else "train"
+    return "repair" if outcome.get("error_kind") == ErrorKind.CODE else "train"
 
 
 def route_fixed(state: AgentState) -> Literal["train", "await_approval", "report"]:
@@ -32,11 +34,11 @@ def route_outcome(state: AgentState) -> Literal["assess", "repair", "retry", "re
     infrastructure failure (bounded by the budget; beyond it the run ends with a report)."""
     outcome = state.get("outcome") or {}
     status = outcome.get("status")
-    if status == "succeeded":
+    if status == JobStatus.SUCCEEDED:
         return "assess"
-    if status == "cancelled" or outcome.get("error_kind") == "cancelled":
+    if status == JobStatus.CANCELLED or outcome.get("error_kind") == ErrorKind.CANCELLED:
         return "report"
-    if outcome.get("error_kind") == "code":
+    if outcome.get("error_kind") == ErrorKind.CODE:
         return "repair"
     return "retry"
 
@@ -44,6 +46,7 @@ def route_outcome(state: AgentState) -> Literal["assess", "repair", "retry", "re
 def route_assessment(
     state: AgentState,
 ) -> Literal["continue_training", "tune", "redesign", "report"]:
+    """Follow the assessment's recommendation (``finish`` writes the report)."""
     rec = state.get("recommendation", "continue")
     if rec == "finish":
         return "report"
@@ -65,13 +68,14 @@ def route_approval(state: AgentState) -> Literal["train", "tune", "redesign", "r
     """After the user answered: go on if approved; otherwise propose again with the feedback."""
     if state.get("finish_reason"):
         return "report"
-    proposal = state.get("proposal") or {}
-    if proposal.get("approved"):
+    proposal = state.get("proposal")
+    if proposal and proposal.get("approved"):
         return "train"
-    return "tune" if proposal.get("action") == "tune" else "redesign"
+    return "tune" if proposal and proposal.get("action") == "tune" else "redesign"
 
 
 def needs_approval(policy: str, action: str) -> bool:
+    """Whether the run's approval policy (auto | architecture | always) asks about ``action``."""
     if policy == "always":
         return action in ("tune", "redesign", "repair")
     if policy == "architecture":
@@ -79,7 +83,7 @@ def needs_approval(policy: str, action: str) -> bool:
     return False
 
 
-def budget_verdict(state: AgentState, budget: dict[str, Any]) -> str | None:
+def budget_verdict(state: AgentState, budget: Mapping[str, Any]) -> str | None:
     """Why the run must finish now, or None. Checked before every assessment."""
     best = state.get("best_val_accuracy")
     target = budget.get("target_accuracy")
@@ -96,6 +100,7 @@ def budget_verdict(state: AgentState, budget: dict[str, Any]) -> str | None:
 
 
 def improved(previous_best: float | None, new_best: float | None) -> bool:
+    """A new best by more than ``MIN_IMPROVEMENT`` (the first best always counts)."""
     if new_best is None:
         return False
     return previous_best is None or new_best > previous_best + MIN_IMPROVEMENT

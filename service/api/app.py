@@ -13,7 +13,7 @@ from service import __version__, auth
 from service.api.deps import ApiState
 from service.api.errors import document_errors, install_error_handlers
 from service.api.limits import RequestLimits
-from service.api.routes import health, runs, worker
+from service.api.routes import health, runs, tokens, worker
 from service.artifacts import open_store
 from service.db.session import make_engine, make_sessionmaker
 from service.ingest import SummaryWriter
@@ -25,8 +25,9 @@ DESCRIPTION = """gradpilot tunes neural networks the way an expert does: it read
 norms and learning curves of a training job, diagnoses the network, changes its
 hyperparameters or rewrites its architecture, and trains again.
 
-Every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`. Workers
-use the token of their own job, which reaches only that job's endpoints."""
+Every endpoint but `/healthz` and `/readyz` needs `Authorization: Bearer <token>`. A user
+token reaches its user's runs (an admin's, every run); another user's run is a 404. Workers
+use the token of their own job, which reaches only that job's endpoints while the job lives."""
 
 
 def build_state(settings: Settings, engine: Engine | None = None) -> ApiState:
@@ -62,6 +63,7 @@ def create_api(settings: Settings, *, state: ApiState | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(runs.router)
     app.include_router(worker.router)
+    app.include_router(tokens.router)
     # load balancers and uptime checks probe with HEAD
     app.add_api_route(
         "/healthz", health.healthz, methods=["HEAD"], tags=["health"], summary="The process is up"

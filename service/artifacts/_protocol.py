@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+#: what a pre-signed URL lets its holder do to one object
+Method = Literal["get", "put", "delete"]
 
 
 @runtime_checkable
@@ -32,3 +35,8 @@ class ArtifactStore(Protocol):
     def delete(self, key: str) -> None: ...
 
     def url(self, key: str) -> str: ...
+
+    def presigned_url(self, key: str, method: Method, expires_in_s: int) -> str:
+        """A URL that lets its holder do ``method`` to this one object, and nothing else, for
+        ``expires_in_s`` seconds, without credentials of its own (a job's worker)."""
+        ...

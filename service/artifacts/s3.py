@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
-from service.errors import ArtifactError, InvalidInput, NotFound
-
-_RETRIES = Config(
-    retries={"mode": "adaptive", "max_attempts": 8}, connect_timeout=10, read_timeout=60
+from service.aws import (
+    SDK_ERRORS,
+    AwsFailure,
+    AwsFault,
+    ErrorFamily,
+    classify_aws_error,
+    make_client,
+    translate_aws_error,
 )
+from service.errors import (
+    ArtifactError,
+    GradpilotError,
+    InvalidInput,
+    NotFound,
+    TransientArtifactError,
+)
+
+_FAMILY = ErrorFamily(error=ArtifactError, transient=TransientArtifactError)
+#: What S3 answers for a missing key: ``NoSuchKey``, or a bare 404 to a HEAD (no body, no code).
+_MISSING_KEY = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -23,8 +34,28 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+def _hint(failure: AwsFailure) -> str | None:
+    if failure.fault is AwsFault.ACCESS_DENIED:
+        return (
+            "The IAM identity needs s3:GetObject, s3:PutObject and s3:DeleteObject on the "
+            "artifact prefix and s3:ListBucket on the bucket (see infra/README.md)."
+        )
+    if failure.code == "NoSuchBucket":
+        return "check the bucket of GRADPILOT_ARTIFACT_URL (`gradpilot infra deploy` prints it)"
+    return None
+
+
+def _missing_key(error: Exception) -> bool:
+    return classify_aws_error(error).code in _MISSING_KEY
+
+
 class S3ArtifactStore:
-    """Objects under a key prefix of one bucket. botocore's adaptive mode retries throttling."""
+    """Objects under a key prefix of one bucket.
+
+    botocore's adaptive mode retries throttling, 5xx and lost connections; what still fails
+    becomes ``TransientArtifactError``, any other failure ``ArtifactError``, a missing key
+    ``NotFound`` (``service.aws`` translates).
+    """
 
     def __init__(
         self,
@@ -37,9 +68,7 @@ class S3ArtifactStore:
         self.bucket, prefix = parse_s3_url(root_url)
         self.prefix = prefix.strip("/")
         self.root_url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
-        self.client = client or boto3.client(
-            "s3", endpoint_url=endpoint_url, region_name=region, config=_RETRIES
-        )
+        self.client = client or make_client("s3", region=region, endpoint_url=endpoint_url)
 
     def _key(self, key: str) -> str:
         key = key.lstrip("/")
@@ -52,28 +81,27 @@ class S3ArtifactStore:
             self.client.put_object(
                 Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type
             )
-        except (BotoCoreError, ClientError) as e:
-            raise ArtifactError(f"could not write {self.url(key)}: {e}") from e
+        except SDK_ERRORS as e:
+            raise self._error(e, "put_object", key) from e
         return self.url(key)
 
     def get(self, key: str) -> bytes:
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            return cast(bytes, body.read())
+        except SDK_ERRORS as e:
+            if _missing_key(e):
                 raise NotFound(f"artifact not found: {self.url(key)}") from e
-            raise ArtifactError(f"could not read {self.url(key)}: {e}") from e
-        except BotoCoreError as e:
-            raise ArtifactError(f"could not read {self.url(key)}: {e}") from e
+            raise self._error(e, "get_object", key) from e
 
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+        except SDK_ERRORS as e:
+            if _missing_key(e):
                 return False
-            raise ArtifactError(f"could not reach {self.url(key)}: {e}") from e
+            raise self._error(e, "head_object", key) from e
 
     def list(self, prefix: str) -> list[str]:
         full = self._key(prefix)
@@ -84,15 +112,53 @@ class S3ArtifactStore:
                 Bucket=self.bucket, Prefix=full
             ):
                 keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
-        except (BotoCoreError, ClientError) as e:
-            raise ArtifactError(f"could not list {self.url(prefix)}: {e}") from e
+        except SDK_ERRORS as e:
+            raise self._error(e, "list_objects_v2", prefix) from e
         return sorted(keys)
 
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
-        except (BotoCoreError, ClientError) as e:
-            raise ArtifactError(f"could not delete {self.url(key)}: {e}") from e
+        except SDK_ERRORS as e:
+            raise self._error(e, "delete_object", key) from e
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
+
+    def _error(self, error: Exception, operation: str, key: str) -> GradpilotError:
+        return translate_aws_error(
+            error,
+            service="S3",
+            operation=f"{operation} {self.url(key)}",
+            family=_FAMILY,
+            hint=_hint,
+        )
+
+    def presigned_url(self, key: str, method: str, expires_in_s: int) -> str:
+        """A SigV4 pre-signed URL for one method on one key: the signature covers the method
+        and the key, so the URL cannot be turned to another object. Signing is local (no
+        request to S3), so it cannot fail for a missing object."""
+        operation = {"get": "get_object", "put": "put_object", "delete": "delete_object"}[method]
+        signer = getattr(self, "_signer", None)
+        if signer is None:
+            # SigV4 (botocore presigns S3 with SigV2 by default, which newer regions refuse),
+            # same endpoint, region and credentials as the store's client.
+            import boto3
+            from botocore.config import Config
+
+            signer = self._signer = boto3.session.Session().client(
+                "s3",
+                endpoint_url=self.client.meta.endpoint_url,
+                region_name=self.client.meta.region_name,
+                config=Config(signature_version="s3v4"),
+            )
+        try:
+            return str(
+                signer.generate_presigned_url(
+                    ClientMethod=operation,
+                    Params={"Bucket": self.bucket, "Key": self._key(key)},
+                    ExpiresIn=expires_in_s,
+                )
+            )
+        except SDK_ERRORS as e:
+            raise self._error(e, "generate_presigned_url", key) from e

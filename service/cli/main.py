@@ -14,6 +14,7 @@ from rich.text import Text
 from service.cli.client import CliError
 from service.cli.infra import app as infra_app
 from service.cli.runs import runs_app
+from service.cli.tokens import tokens_app
 
 app = typer.Typer(
     help="gradpilot: diagnose a network from its gradient norms, fix it, train again.",
@@ -21,6 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(runs_app, name="runs")
+app.add_typer(tokens_app, name="tokens")
 console = Console()
 err = Console(stderr=True)
 

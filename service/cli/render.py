@@ -148,6 +148,8 @@ def show_run(console: Console, run: dict[str, Any]) -> None:
             f"test (final model) {pct(run.get('final_test_accuracy'))}"
         )
     )
+    if run.get("isolation"):
+        console.print(f"  isolation (latest job): {run['isolation']}", markup=False)
     if run.get("input_tokens") or run.get("output_tokens"):
         console.print(plain(f"  LLM tokens: {run['input_tokens']} in, {run['output_tokens']} out"))
     if run.get("error"):

@@ -15,27 +15,42 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from langgraph.types import Command
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.agent.graph import thread_config
+from service.agent.graph import AgentGraph, thread_config
 from service.agent.state import JobOutcome
 from service.controller import leases
 from service.db.models import EpochSummary, Job, Run, utcnow
 from service.errors import GradpilotError
-from service.executors import Executor
+from service.executors import TERMINAL_EXECUTOR_STATES, Executor, ExecutorStatus
 from service.jobs import best_val_accuracy
 from service.schemas import exit_codes
+from service.schemas.statuses import (
+    ACTIVE_JOB_STATUSES,
+    TERMINAL_JOB_STATUSES,
+    ErrorKind,
+    ExecutorState,
+    JobStatus,
+    RunStatus,
+)
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-ACTIVE_RUN = ("pending", "running", "awaiting_approval")
-ACTIVE_JOB = ("submitted", "running")
+#: runs whose graph may have something to do
+ACTIVE_RUN = frozenset({RunStatus.PENDING, RunStatus.RUNNING, RunStatus.AWAITING_APPROVAL})
+#: jobs the executor knows about and that have not ended (a pending job is not submitted yet;
+#: ``ACTIVE_JOB_STATUSES`` includes it)
+ACTIVE_JOB = frozenset({JobStatus.SUBMITTED, JobStatus.RUNNING})
+#: what the executor says of a job that has ended, or that it no longer knows
+ENDED_STATES = TERMINAL_EXECUTOR_STATES | {ExecutorState.UNKNOWN}
 FULL_SWEEP_EVERY_S = 30.0
 
 
@@ -54,7 +69,7 @@ class Controller:
         settings: Settings,
         sessions: sessionmaker[Session],
         executor: Executor,
-        graph: Any,
+        graph: AgentGraph,
         *,
         owner: str | None = None,
     ) -> None:
@@ -128,10 +143,10 @@ class Controller:
                     continue
                 if st.log_location and not job.log_location:
                     job.log_location = st.log_location
-                if st.state == "running" and job.status == "submitted":
-                    job.status = "running"
+                if st.state == ExecutorState.RUNNING and job.status == JobStatus.SUBMITTED:
+                    job.status = JobStatus.RUNNING
                     job.started_at = job.started_at or now
-                elif st.state in ("succeeded", "failed", "cancelled", "unknown"):
+                elif st.state in ENDED_STATES:
                     # The worker normally posts its own finish first; this is the fallback
                     # for a worker that died without a word (SIGKILL, OOM, lost host).
                     session.refresh(job)
@@ -139,13 +154,13 @@ class Controller:
                         self._finish_from_executor(session, job, st)
                         stats.jobs_finished += 1
                 elif (
-                    job.status == "running"
+                    job.status == JobStatus.RUNNING
                     and job.heartbeat_at is not None
                     and job.heartbeat_at.replace(tzinfo=now.tzinfo) < stale_before
                 ):
                     self.executor.cancel(job.external_id or "", "no heartbeat")
-                    job.status = "failed"
-                    job.error_kind = "infrastructure"
+                    job.status = JobStatus.FAILED
+                    job.error_kind = ErrorKind.INFRASTRUCTURE
                     job.error_message = (
                         f"no heartbeat for {self.settings.job_heartbeat_timeout_s}s; the worker "
                         "was presumed lost and stopped"
@@ -154,37 +169,37 @@ class Controller:
                     stats.jobs_finished += 1
             session.commit()
 
-    def _report_overdue(self, job_id: str, state: str) -> bool:
+    def _report_overdue(self, job_id: str, state: ExecutorState) -> bool:
         """Give the worker's own finish report time to land before taking the executor's word:
         long after a success (the report may be spooled), briefly after a failure."""
         seen = self._ended_seen.setdefault(job_id, time.monotonic())
         grace = self.settings.job_report_grace_s
-        if state != "succeeded":
+        if state != ExecutorState.SUCCEEDED:
             grace = min(grace, 3.0)
         if time.monotonic() - seen < grace:
             return False
         del self._ended_seen[job_id]
         return True
 
-    def _finish_from_executor(self, session: Session, job: Job, st: Any) -> None:
+    def _finish_from_executor(self, session: Session, job: Job, st: ExecutorStatus) -> None:
         job.finished_at = utcnow()
         job.exit_code = st.exit_code
         job.best_val_accuracy = best_val_accuracy(session, job.id)
-        if st.state == "succeeded" or st.exit_code == exit_codes.SUCCESS:
-            job.status = "succeeded"
+        if st.state == ExecutorState.SUCCEEDED or st.exit_code == exit_codes.SUCCESS:
+            job.status = JobStatus.SUCCEEDED
             return
-        if st.state == "cancelled":
-            job.status = "cancelled"
-            job.error_kind = "cancelled"
+        if st.state == ExecutorState.CANCELLED:
+            job.status = JobStatus.CANCELLED
+            job.error_kind = ErrorKind.CANCELLED
             return
-        job.status = "failed"
+        job.status = JobStatus.FAILED
         if st.exit_code in (exit_codes.CODE_ERROR, exit_codes.BAD_SPEC):
-            job.error_kind = "code"
+            job.error_kind = ErrorKind.CODE
         else:
-            job.error_kind = "infrastructure"
+            job.error_kind = ErrorKind.INFRASTRUCTURE
         job.error_message = st.reason or (
             f"the worker exited with code {st.exit_code} without reporting"
-            if st.state != "unknown"
+            if st.state != ExecutorState.UNKNOWN
             else "the executor no longer knows this job (lost with its host?)"
         )
 
@@ -195,7 +210,8 @@ class Controller:
                     select(Job)
                     .join(Run, Run.id == Job.run_id)
                     .where(
-                        Run.cancel_requested.is_(True), Job.status.in_(("pending",) + ACTIVE_JOB)
+                        Run.cancel_requested.is_(True),
+                        Job.status.in_(ACTIVE_JOB_STATUSES),
                     )
                 ).scalars()
             )
@@ -205,8 +221,8 @@ class Controller:
                         self.executor.cancel(job.external_id, "run cancelled by the user")
                     except Exception as e:  # noqa: BLE001 - cancel is best effort; it is logged
                         log.warning("cancelling job %s: %s", job.id, e)
-                job.status = "cancelled"
-                job.error_kind = "cancelled"
+                job.status = JobStatus.CANCELLED
+                job.error_kind = ErrorKind.CANCELLED
                 job.finished_at = utcnow()
                 job.outcome_delivered = True
             session.commit()
@@ -220,7 +236,7 @@ class Controller:
                 return list(session.execute(select(Run.id).where(active)).scalars())
             undelivered = exists().where(
                 Job.run_id == Run.id,
-                Job.status.in_(("succeeded", "failed", "cancelled")),
+                Job.status.in_(TERMINAL_JOB_STATUSES),
                 Job.outcome_delivered.is_(False),
             )
             return list(
@@ -228,9 +244,9 @@ class Controller:
                     select(Run.id).where(
                         active,
                         or_(
-                            Run.status == "pending",
+                            Run.status == RunStatus.PENDING,
                             undelivered,
-                            (Run.status == "awaiting_approval")
+                            (Run.status == RunStatus.AWAITING_APPROVAL)
                             & Run.approval_response.is_not(None),
                         ),
                     )
@@ -247,13 +263,12 @@ class Controller:
             return True
         interrupts = list(getattr(snapshot, "interrupts", ()) or ())
         if interrupts:
-            payload = interrupts[0].value or {}
+            # A JobPause or an ApprovalPause (service.agent.state)
+            payload: Mapping[str, Any] = interrupts[0].value or {}
             if payload.get("kind") == "job":
                 outcome = self._outcome(payload["job_id"])
                 if outcome is None:
                     return False
-                from langgraph.types import Command
-
                 log.info("run %s: job %s ended (%s)", run_id, payload["job_id"], outcome["status"])
                 self.graph.invoke(Command(resume=outcome), config, durability="sync")
                 with self.sessions() as session:
@@ -265,11 +280,9 @@ class Controller:
             if payload.get("kind") == "approval":
                 with self.sessions() as session:
                     run = session.get(Run, run_id)
-                    answer = run.approval_response if run else None
+                    answer = run.approval_response if run else None  # an ApprovalAnswer
                 if answer is None:
                     return False
-                from langgraph.types import Command
-
                 log.info("run %s: approval answered (%s)", run_id, answer)
                 self.graph.invoke(Command(resume=answer), config, durability="sync")
                 return True
@@ -287,7 +300,7 @@ class Controller:
     def _outcome(self, job_id: str) -> JobOutcome | None:
         with self.sessions() as session:
             job = session.get(Job, job_id)
-            if job is None or job.status not in ("succeeded", "failed", "cancelled"):
+            if job is None or job.status not in TERMINAL_JOB_STATUSES:
                 return None
             last_epoch = session.execute(
                 select(func.max(EpochSummary.epoch)).where(EpochSummary.job_id == job_id)
@@ -307,6 +320,6 @@ class Controller:
         with self.sessions() as session:
             run = session.get(Run, run_id)
             if run is not None and run.status in ACTIVE_RUN:
-                run.status = "failed"
+                run.status = RunStatus.FAILED
                 run.error = message
             session.commit()

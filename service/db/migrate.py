@@ -1,5 +1,10 @@
 """Run Alembic migrations from code (``gradpilot serve`` and tests call this; so does
-``alembic upgrade head`` from the shell). Migrations are the only way tables are made."""
+``alembic upgrade head`` from the shell). Migrations are the only way tables are made.
+
+The Alembic scripts are package data, ``service/db/migrations``: they are found next to this
+module wherever the package is installed (a checkout, site-packages, the image), and the
+repository's ``alembic.ini`` names the same folder (``service.db:migrations``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-_ROOT = Path(__file__).resolve().parents[2]
+#: The Alembic script folder, shipped inside the package.
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 #: LangGraph's checkpointer owns these tables in the same database; Alembic leaves them alone.
 LANGGRAPH_TABLES = frozenset(
@@ -22,9 +28,15 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
 
 
 def alembic_config(url: str) -> Config:
-    ini = _ROOT / "alembic.ini"
-    cfg = Config(str(ini)) if ini.exists() else Config()
-    cfg.set_main_option("script_location", str(_ROOT / "migrations"))
+    """Alembic's configuration for ``url``, with the packaged scripts (no ``alembic.ini``
+    needed: an installed package has none)."""
+    if not (MIGRATIONS / "env.py").is_file():
+        raise FileNotFoundError(
+            f"the Alembic scripts are missing from {MIGRATIONS}: reinstall gradpilot "
+            "(they are package data of service.db)"
+        )
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 

@@ -28,6 +28,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 
+#: The built-in administrator: the owner of every token in ``GRADPILOT_API_TOKENS`` and of the
+#: embedded server's token file, and of the runs that existed before users did.
+BUILTIN_ADMIN_ID = "admin"
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -40,10 +45,28 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSONType, list[Any]: JSONType}
 
 
+class User(Base):
+    """Someone who owns runs; ``role`` is ``admin`` (sees and acts on every run) or ``user``."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    role: Mapped[str] = mapped_column(String(16), default="user", comment="admin or user")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Run(Base):
     __tablename__ = "runs"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    owner_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id"),
+        index=True,
+        default=BUILTIN_ADMIN_ID,
+        server_default=BUILTIN_ADMIN_ID,
+        comment="The user who created the run.",
+    )
     name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(32), default="pending", index=True)
     dataset: Mapped[dict[str, Any]]
@@ -133,6 +156,9 @@ class Job(Base):
     checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)
     best_val_accuracy: Mapped[float | None] = mapped_column(Float)
     test_accuracy: Mapped[float | None] = mapped_column(Float)
+    isolation: Mapped[str | None] = mapped_column(
+        String(300), comment="The isolation level the trainer reported it ran with."
+    )
     outcome_delivered: Mapped[bool] = mapped_column(
         Boolean, default=False, comment="The agent graph has been resumed with this outcome."
     )
@@ -195,7 +221,8 @@ class Decision(Base):
 
 
 class ApiToken(Base):
-    """A bearer token, stored as its SHA-256; job tokens reach only their own job."""
+    """A bearer token, stored as its SHA-256. A user token acts for its user; a job token
+    reaches only its own job, and only while the job lives. Revoked tokens stay, marked."""
 
     __tablename__ = "api_tokens"
 
@@ -203,5 +230,24 @@ class ApiToken(Base):
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     kind: Mapped[str] = mapped_column(String(16), comment="user or job")
     job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    user_id: Mapped[str | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
     name: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DashboardSession(Base):
+    """A signed-in browser: the cookie holds a random id, this row only its SHA-256.
+
+    ``token_sha256`` is the digest of the token that signed in, so that revoking that token
+    (or removing it from the settings) ends the session too."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

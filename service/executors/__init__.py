@@ -1,6 +1,7 @@
 """Executors, picked by the ``executor`` setting (see ``service.executors.registry``)."""
 
 from service.executors._protocol import (
+    TERMINAL_EXECUTOR_STATES,
     Executor,
     ExecutorState,
     ExecutorStatus,
@@ -8,4 +9,11 @@ from service.executors._protocol import (
     job_name,
 )
 
-__all__ = ["Executor", "ExecutorState", "ExecutorStatus", "JobSubmission", "job_name"]
+__all__ = [
+    "TERMINAL_EXECUTOR_STATES",
+    "Executor",
+    "ExecutorState",
+    "ExecutorStatus",
+    "JobSubmission",
+    "job_name",
+]

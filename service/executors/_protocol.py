@@ -7,6 +7,20 @@ from typing import Protocol, runtime_checkable
 
 from service.schemas.statuses import ExecutorState
 
+__all__ = [
+    "TERMINAL_EXECUTOR_STATES",
+    "Executor",
+    "ExecutorState",
+    "ExecutorStatus",
+    "JobSubmission",
+    "job_name",
+]
+
+#: States after which a job's state no longer changes.
+TERMINAL_EXECUTOR_STATES: frozenset[ExecutorState] = frozenset(
+    {ExecutorState.SUCCEEDED, ExecutorState.FAILED, ExecutorState.CANCELLED}
+)
+
 
 @dataclass(frozen=True)
 class JobSubmission:
@@ -69,4 +83,5 @@ class Executor(Protocol):
 
 
 def job_name(run_id: str, generation: int, attempt: int) -> str:
+    """``gp-<run8>-g<gen>-a<attempt>``: the job's name at the executor."""
     return f"gp-{run_id[:8]}-g{generation}-a{attempt}"

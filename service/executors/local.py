@@ -34,8 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.errors import ConfigurationError, ExecutorError
-from service.executors._protocol import Executor, ExecutorState, ExecutorStatus, JobSubmission
-from service.schemas import exit_codes
+from service.executors._protocol import (
+    TERMINAL_EXECUTOR_STATES,
+    Executor,
+    ExecutorState,
+    ExecutorStatus,
+    JobSubmission,
+)
+from service.schemas import exit_codes, worker_env
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,7 +94,7 @@ class _Job:
 
     @property
     def terminal(self) -> bool:
-        return self.state in ("succeeded", "failed", "cancelled")
+        return self.state in TERMINAL_EXECUTOR_STATES
 
 
 class LocalExecutor:
@@ -192,7 +198,7 @@ class LocalExecutor:
                 self._finish(
                     self._jobs[external_id], ExecutorState.CANCELLED, None, "executor closed"
                 )
-            running = [j for j in self._jobs.values() if j.state == "running"]
+            running = [j for j in self._jobs.values() if j.state == ExecutorState.RUNNING]
             for job in running:
                 job.cancel_reason = job.cancel_reason or "executor closed"
                 self._signal(job, signal.SIGTERM)
@@ -221,15 +227,15 @@ class LocalExecutor:
     def _pump(self) -> None:
         """Reap ended workers, then start queued ones up to the limit (caller holds the lock)."""
         for job in self._jobs.values():
-            if job.state == "running" and job.process is not None:
+            if job.state == ExecutorState.RUNNING and job.process is not None:
                 code = job.process.poll()
                 if code is not None:
                     self._reap(job, code)
-        running = sum(1 for j in self._jobs.values() if j.state == "running")
+        running = sum(1 for j in self._jobs.values() if j.state == ExecutorState.RUNNING)
         while self._queue and running < self.max_parallel and not self._stop.is_set():
             job = self._jobs[self._queue.popleft()]
             self._start(job)
-            running += job.state == "running"
+            running += job.state == ExecutorState.RUNNING
 
     def _environment(self, submission: JobSubmission) -> dict[str, str]:
         env = {k: os.environ[k] for k in INHERITED if k in os.environ}
@@ -237,7 +243,7 @@ class LocalExecutor:
         path = [str(_PROJECT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(path))
         env["PYTHONUNBUFFERED"] = "1"
-        env["GRADPILOT_SPOOL_DIR"] = str(self.spool_dir)
+        env[worker_env.SPOOL_DIR] = str(self.spool_dir)
         env.update(submission.environment)
         return env
 

@@ -132,6 +132,9 @@ def build_report(session: Session, run: Run, artifacts: Any = None) -> str:
         "(scored once, never used for decisions)",
         f"- **Jobs:** {len(jobs)}; **architecture versions:** {len(archs)}",
     ]
+    levels = list(dict.fromkeys(j.isolation for j in jobs if j.isolation))
+    if levels:
+        lines.append("- **Isolation of the trainers:** " + "; ".join(f"`{v}`" for v in levels))
     if run.input_tokens or run.output_tokens:
         lines.append(f"- **LLM tokens:** {run.input_tokens} in, {run.output_tokens} out")
     lines += ["", "## Summary", "", "<!-- summary -->", ""]

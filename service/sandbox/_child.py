@@ -3,8 +3,9 @@
 Protocol with ``runner`` (one JSON object per line on the child's original stdout, which is
 kept for results only; the model's own prints go to stderr, which the parent keeps a tail of):
 
-1. the child isolates itself (``_isolation``), imports torch, drops privileges and writes
-   ``{"event": "ready", "isolation": [...]}``;
+1. the child confines itself (``service.confinement``), imports torch, drops privileges and
+   writes ``{"event": "ready", "isolation": [...], "level": "full: …"}``, or, when a required
+   layer is missing and weak isolation is not allowed, ``{"event": "refused", "reason": …}``;
 2. it reads one request object from the request pipe (until EOF): source, input shape, classes,
    limits;
 3. it writes ``{"event": "stage", "stage": ...}`` as it goes and ends with
@@ -27,8 +28,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from service.confinement import Confinement, IsolationRefused, _linux, confine, enforce
 from service.errors import SandboxRejected
-from service.sandbox import _isolation, model_contract
+from service.sandbox import model_contract
 from service.sandbox.report import describe_stage
 from service.sandbox.static_check import check_source
 
@@ -62,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--request-fd", type=int, required=True)
     parser.add_argument("--no-namespaces", action="store_true")
+    parser.add_argument("--allow-weak", action="store_true")
     args = parser.parse_args(argv)
 
     # Keep the original stdout for results; everything printed from now on goes to stderr.
@@ -69,16 +72,24 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(2, 1)
     scratch = Path.cwd()
 
-    isolation = ["process", "clean-environment", "scratch-directory"]
-    if not args.no_namespaces:
-        isolation += _isolation.enter_namespaces((result_fd, args.request_fd))
+    nobody = _linux.resolve_user("nobody") or (65534, 65534)
+    isolation = confine(
+        Confinement(
+            scratch=scratch,
+            private_scratch=True,
+            keep_fds=(result_fd, args.request_fd),
+            namespaces=not args.no_namespaces,
+            user=nobody,
+        ),
+        preload=_preload,
+    )
     channel = Channel(result_fd)
-    if "mount-namespace" in isolation:
-        isolation += _isolation.private_tmp(scratch)
-    _preload()
-    isolation += _isolation.apply_static_limits()
-    isolation += _isolation.drop_privileges(Path.cwd())
-    channel.send("ready", isolation=isolation)
+    try:
+        level = enforce(isolation, allow_weak=args.allow_weak, what="the sandbox").describe()
+    except IsolationRefused as e:
+        channel.send("refused", reason=e.message, isolation=isolation)
+        os._exit(0)
+    channel.send("ready", isolation=isolation, level=level)
 
     raw = b""
     while chunk := os.read(args.request_fd, 1 << 16):
@@ -87,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if not raw:
         return 0  # the parent went away (a spare that was never used)
     request = json.loads(raw)
-    _isolation.apply_request_limits(int(request["memory_mb"]), float(request["timeout_s"]))
+    _linux.apply_request_limits(int(request["memory_mb"]), float(request["timeout_s"]))
     result = _validate(request, channel)
     # The model's prints first, so that the parent finds them in the pipe with the result.
     with contextlib.suppress(Exception):
@@ -170,7 +181,7 @@ def _validate(request: dict[str, Any], channel: Channel) -> dict[str, Any]:
         loss_fn = contract.loss_for(model)
         result["custom_loss"] = loss_fn is not None
         if loss_fn is None:
-            loss_fn = nn.CrossEntropyLoss()
+            loss_fn = model_contract.default_loss()
         model.train()
         inputs = torch.randn(batch, *input_shape)
         targets = torch.randint(0, num_classes, (batch,))
@@ -227,17 +238,12 @@ def _validate(request: dict[str, Any], channel: Channel) -> dict[str, Any]:
 def _check_outputs(outputs: Any, batch: int, num_classes: int, result: dict[str, Any]) -> None:
     import torch
 
-    if not isinstance(outputs, torch.Tensor):
-        raise _Failure(
-            f"forward returned a {type(outputs).__name__}, not a tensor of logits of shape "
-            f"({batch}, {num_classes})"
-        )
-    result["output_shape"] = list(outputs.shape)
-    if tuple(outputs.shape) != (batch, num_classes):
-        raise _Failure(
-            f"forward returned shape {tuple(outputs.shape)} for a batch of {batch}; expected "
-            f"({batch}, {num_classes}): one logit per class of this data set"
-        )
+    if isinstance(outputs, torch.Tensor):
+        result["output_shape"] = list(outputs.shape)
+    try:
+        model_contract.check_outputs(outputs, batch, num_classes)
+    except model_contract.ContractViolation as e:
+        raise _Failure(e.message) from None
     if not bool(torch.isfinite(outputs).all()):
         raise _Failure("forward returned NaN or infinite logits on a random batch")
 
@@ -245,15 +251,15 @@ def _check_outputs(outputs: Any, batch: int, num_classes: int, result: dict[str,
 def _check_loss(loss: Any, result: dict[str, Any]) -> None:
     import torch
 
-    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-        raise _Failure(f"the loss function must return a scalar tensor, returned {shape}")
-    value = float(loss.detach().reshape(()))
-    result["loss"] = value if math.isfinite(value) else None
-    if not math.isfinite(value):
-        raise _Failure(f"the loss on a random batch is {value}, not a finite number")
-    if not loss.requires_grad:
-        raise _Failure("the loss does not depend on the model's parameters (no gradient)")
+    if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+        value = float(loss.detach().reshape(()))
+        result["loss"] = value if math.isfinite(value) else None
+        if not math.isfinite(value):
+            raise _Failure(f"the loss on a random batch is {value}, not a finite number")
+    try:
+        model_contract.check_loss(loss)
+    except model_contract.ContractViolation as e:
+        raise _Failure(e.message) from None
 
 
 def _check_gradients(model: Any, result: dict[str, Any]) -> None:

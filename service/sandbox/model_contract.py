@@ -4,9 +4,12 @@ A model file is a Python module that defines ``build_model(input_shape, num_clas
 nn.Module``, or an ``nn.Module`` subclass ``CNN`` built as ``CNN(num_classes=…)`` when its
 constructor takes ``num_classes`` (or ``**kwargs``) and as ``CNN()`` otherwise. It may define
 ``loss_function(outputs, targets)`` at module level or as a method of the model; without one the
-trainer uses cross-entropy.
+trainer uses cross-entropy (``default_loss``). ``forward`` returns logits of shape (batch,
+num_classes) as a plain tensor (``check_outputs``); the loss is a tensor of one element that
+depends on the parameters — ``()`` or ``(1,)`` (``check_loss`` returns it as a 0-d scalar).
 
-The sandbox's child process and the worker share this module. ``load_model_module`` re-runs the
+The sandbox's child process and the worker's trainer share this module: one contract, one set
+of messages. ``load_model_module`` re-runs the
 static check (it is cheap, and a caller that forgot it fails closed) and executes the source in a
 fresh module whose builtins lack ``open``/``exec``/``eval``/``compile``/``input``/``breakpoint``
 and whose ``__import__`` admits only the allowed modules: a second, runtime layer under the
@@ -65,6 +68,62 @@ class ModelContract(NamedTuple):
             bound: LossFunction = model.loss_function
             return bound
         return self.loss_function
+
+
+class ContractViolation(SandboxRejected):
+    """The model broke the contract (what forward or the loss returned)."""
+
+
+def check_outputs(outputs: object, batch: int, num_classes: int) -> None:
+    """Forward must return a plain tensor of logits of shape (batch, num_classes); a tensor
+    subclass could override the arithmetic the metrics are computed with."""
+    import torch
+
+    if not isinstance(outputs, torch.Tensor):
+        raise ContractViolation(
+            f"forward returned a {type(outputs).__name__}, not a tensor of logits of shape "
+            f"({batch}, {num_classes})"
+        )
+    if type(outputs) is not torch.Tensor:
+        raise ContractViolation(
+            f"forward returned a {type(outputs).__name__}, a tensor subclass; return a plain "
+            "torch.Tensor of logits"
+        )
+    if tuple(outputs.shape) != (batch, num_classes):
+        raise ContractViolation(
+            f"forward returned shape {tuple(outputs.shape)} for a batch of {batch}; expected "
+            f"({batch}, {num_classes}): one logit per class of this data set"
+        )
+
+
+def check_loss(loss: object, *, needs_grad: bool = True) -> Any:
+    """The loss must be a tensor of one element that depends on the parameters (when gradients
+    are being computed: ``needs_grad``); returns it as a 0-d tensor (what training sums and
+    backpropagates)."""
+    import torch
+
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ContractViolation(f"the loss function must return a scalar tensor, returned {shape}")
+    if needs_grad and not loss.requires_grad:
+        raise ContractViolation("the loss does not depend on the model's parameters (no gradient)")
+    return loss.reshape(())
+
+
+def default_loss(label_smoothing: float = 0.0) -> LossFunction:
+    """Cross-entropy (with the spec's label smoothing): the loss of a model that defines none.
+    It calls torch's kernel through a reference taken when this is built, so that a model that
+    replaces ``F.cross_entropy`` later does not change it."""
+    import torch
+
+    kernel = torch._C._nn.cross_entropy_loss
+    mean = 1  # torch.nn._reduction: 'mean'
+
+    def cross_entropy(outputs: Any, targets: Any) -> Any:
+        # The stub says str; the kernel takes the enum (F.cross_entropy passes it the same way).
+        return kernel(outputs, targets, None, mean, -100, label_smoothing)  # type: ignore[arg-type]
+
+    return cross_entropy
 
 
 def load_model_module(

@@ -67,6 +67,11 @@ class ValidationReport(BaseModel):
         default_factory=list,
         description="The isolation the sandbox process ran under (e.g. network-namespace).",
     )
+    isolation_level: str | None = Field(
+        default=None,
+        description="The level the validation ran with: 'full: …' or 'weak (no … isolation): "
+        "…' (only where the operator allowed weak isolation).",
+    )
     warnings: list[str] = Field(default_factory=list)
     log_tail: str | None = Field(default=None, description="The last lines the model printed.")
 

@@ -3,14 +3,21 @@
 ``validate_model`` first runs the static check, then starts ``python -m
 service.sandbox._child`` with a clean environment (no credentials: only PATH, HOME and TMPDIR
 in a fresh scratch directory, PYTHONPATH, and single-threaded math libraries), stdin closed,
-in its own session (so that the whole process group can be killed), and lets the child isolate
-itself (``_isolation``: namespaces without network, private tmpfs, resource limits, ``nobody``).
+in its own session (so that the whole process group can be killed), and lets the child confine
+itself (``service.confinement``, the same code as the worker's trainer: namespaces without
+network, read-only mounts, private tmpfs and ``/proc``, resource limits, ``nobody``, a seccomp
+filter where namespaces are refused). Missing isolation fails closed (``SandboxUnavailable``
+naming what is missing) unless ``allow_weak_isolation``.
 The child builds the model, runs forward and backward on a random batch and reports as JSON on
 a dedicated pipe; the model's prints go to a separate pipe of which the tail is kept.
 
 Importing torch takes seconds and dominates a validation. ``Sandbox(keep_warm=True)`` therefore
 keeps one spare child that has already imported torch and waits for its request; every child is
 used once, so no model ever sees another's state.
+
+Why one module of this length: the warm spare process, its pipes and its limits share one
+lifecycle (start, hand over, kill the group); the confinement itself is in
+``service.confinement``.
 """
 
 from __future__ import annotations
@@ -28,18 +35,17 @@ import threading
 import time
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from service.confinement import scrubbed_environment, static_check_disabled, weak_allowed
 from service.errors import GradpilotError
 from service.sandbox.report import ValidationReport, describe_stage
 from service.sandbox.static_check import StaticCheckRejected, find_violations
 
-#: The folder that holds the ``service`` package, put on the child's PYTHONPATH.
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 _LOG_TAIL_BYTES = 16 * 1024
 _MAX_EVENT_BYTES = 4 * 1024 * 1024
 
@@ -64,6 +70,9 @@ class SandboxLimits:
     """Longest one forward and backward pass on the dummy batch may take on the CPU."""
     startup_timeout_s: float = 120.0
     """Wall-clock seconds for the child to start and import torch."""
+    allow_weak_isolation: bool = field(default_factory=weak_allowed)
+    """Validate even where a required isolation layer is missing (default: the
+    ``GRADPILOT_ALLOW_WEAK_ISOLATION`` environment variable)."""
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> SandboxLimits:
@@ -71,6 +80,7 @@ class SandboxLimits:
             "timeout_s": settings.sandbox_timeout_s,
             "memory_mb": settings.sandbox_memory_mb,
             "max_parameters": settings.sandbox_max_parameters,
+            "allow_weak_isolation": settings.allow_weak_isolation,
         }
         values.update(overrides)
         return cls(**values)
@@ -92,8 +102,9 @@ def validate_model(
 
     Returns a ``ValidationReport`` for every verdict on the model (it never raises for a bad
     model); raises ``SandboxUnavailable`` when the sandbox process itself cannot start.
-    ``_unchecked`` (tests only) skips the static check and the restricted builtins, to show
-    that the process boundary alone contains the code.
+    ``_unchecked`` (tests only, as is ``GRADPILOT_UNSAFE_DISABLE_STATIC_CHECK=1``) skips the
+    static check and the restricted builtins, to show that the process boundary alone
+    contains the code.
     """
     limits = SandboxLimits(
         timeout_s=timeout_s,
@@ -149,6 +160,7 @@ class Sandbox:
     ) -> ValidationReport:
         """Validate one model source (see ``validate_model``)."""
         started = time.monotonic()
+        _unchecked = _unchecked or static_check_disabled()
         if not _unchecked:
             violations = find_violations(source)
             if violations:
@@ -158,7 +170,9 @@ class Sandbox:
                     reason=StaticCheckRejected(violations).message,
                     elapsed_seconds=round(time.monotonic() - started, 3),
                 )
-        process = self._take_spare() or _SandboxProcess.start(self.namespaces)
+        process = self._take_spare() or _SandboxProcess.start(
+            self.namespaces, self.limits.allow_weak_isolation
+        )
         try:
             request = {
                 "source": source,
@@ -193,7 +207,9 @@ class Sandbox:
             if self._closed or self._spare:
                 return
             with contextlib.suppress(SandboxUnavailable):
-                self._spare.append(_SandboxProcess.start(self.namespaces))
+                self._spare.append(
+                    _SandboxProcess.start(self.namespaces, self.limits.allow_weak_isolation)
+                )
 
 
 def _close_all(processes: list[_SandboxProcess]) -> None:
@@ -203,20 +219,7 @@ def _close_all(processes: list[_SandboxProcess]) -> None:
 
 def child_environment(scratch: Path) -> dict[str, str]:
     """The child's whole environment: nothing inherited, so no credential can leak into it."""
-    return {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(scratch),
-        "TMPDIR": str(scratch),
-        "PYTHONPATH": str(_PACKAGE_ROOT),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "PYTHONNOUSERSITE": "1",
-        "PYTHONHASHSEED": "0",
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "OPENBLAS_NUM_THREADS": "1",
-        "CUDA_VISIBLE_DEVICES": "",
-        "LANG": "C.UTF-8",
-    }
+    return scrubbed_environment(scratch)
 
 
 class _SandboxProcess:
@@ -228,6 +231,7 @@ class _SandboxProcess:
         self.scratch = scratch
         self.started = time.monotonic()
         self.isolation: list[str] = []
+        self.level: str | None = None
         self.ready = False
         self._lines = bytearray()
         self._log = bytearray()
@@ -240,13 +244,15 @@ class _SandboxProcess:
             self._selector.register(stream, selectors.EVENT_READ)
 
     @classmethod
-    def start(cls, namespaces: bool = True) -> _SandboxProcess:
+    def start(cls, namespaces: bool = True, allow_weak: bool = False) -> _SandboxProcess:
         scratch = Path(tempfile.mkdtemp(prefix="gradpilot-sandbox-"))
         read_fd, write_fd = os.pipe()
         command = [sys.executable, "-s", "-P", "-m", "service.sandbox._child"]
         command += ["--request-fd", str(read_fd)]
         if not namespaces:
             command.append("--no-namespaces")
+        if allow_weak:
+            command.append("--allow-weak")
         try:
             popen = subprocess.Popen(
                 command,
@@ -351,6 +357,9 @@ class _SandboxProcess:
             raise SandboxUnavailable(
                 f"the sandbox process did not start within {limits.startup_timeout_s:g} s"
             ) from None
+        if event is not None and event.get("event") == "refused":
+            self.close()
+            raise SandboxUnavailable(str(event.get("reason") or "the sandbox refused to run"))
         if event is None or event.get("event") != "ready":
             status = self._exit_status()
             self.close()
@@ -359,6 +368,7 @@ class _SandboxProcess:
                 f"{self.log_tail(8) or 'no output'}"
             )
         self.isolation = [str(v) for v in event.get("isolation", [])]
+        self.level = str(event["level"]) if event.get("level") else None
         self.ready = True
 
     def run(self, request: dict[str, Any], limits: SandboxLimits) -> ValidationReport:
@@ -390,7 +400,11 @@ class _SandboxProcess:
                 stage = str(event.get("stage", stage))
             elif kind == "result":
                 self._drain_log()
-                fields = {k: v for k, v in event.items() if k not in ("event", "isolation")}
+                fields = {
+                    k: v
+                    for k, v in event.items()
+                    if k not in ("event", "isolation", "isolation_level")
+                }
                 fields.setdefault("stage", stage)
                 try:
                     return self._report(**fields)
@@ -402,7 +416,12 @@ class _SandboxProcess:
     def _report(self, **fields: Any) -> ValidationReport:
         fields.setdefault("ok", False)
         fields.pop("log_tail", None)
-        return ValidationReport(isolation=self.isolation, log_tail=self.log_tail(), **fields)
+        return ValidationReport(
+            isolation=self.isolation,
+            isolation_level=self.level,
+            log_tail=self.log_tail(),
+            **fields,
+        )
 
     def _crash_report(self, stage: str, limits: SandboxLimits) -> ValidationReport:
         status = self._exit_status()

@@ -65,6 +65,7 @@ class JobPublic(BaseModel):
     best_val_accuracy: float | None
     test_accuracy: float | None
     log_location: str | None
+    isolation: str | None = None
     created_at: AwareTime
     submitted_at: AwareTime | None
     started_at: AwareTime | None
@@ -100,6 +101,12 @@ class JobFinish(BaseModel):
     message: Text | None = Field(None, max_length=20_000)
     traceback: Text | None = Field(None, max_length=200_000)
     test_accuracy: float | None = Field(None, ge=0, le=1)
+    isolation: str | None = Field(
+        None,
+        max_length=300,
+        description="The isolation the trainer ran with: 'full: …' or 'weak (no … isolation): "
+        "…' followed by the layers (see docs/security.md).",
+    )
 
 
 class JobsPublic(BaseModel):

@@ -136,6 +136,9 @@ class RunPublic(RunSummary):
 
     dataset_spec: DatasetSpec
     hyperparameters: Hyperparameters = Field(description="The hyperparameters of the latest job.")
+    isolation: str | None = Field(
+        None, description="The isolation level the latest finished job's trainer ran with."
+    )
     budget: Budget
     resources: Resources
     seed: int

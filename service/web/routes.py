@@ -30,10 +30,12 @@ from service.web.auth import (
     PREFIX,
     AssetUser,
     PageUser,
-    clear_login_cookie,
-    principal_for,
+    clear_session_cookie,
+    end_session,
     safe_next,
-    set_login_cookie,
+    session_principal,
+    set_session_cookie,
+    start_session,
 )
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,7 @@ def static(name: str) -> Response:
 
 @router.get("/login", response_class=HTMLResponse)
 def login_form(request: Request, state: State, next: str | None = None) -> Response:
-    if principal_for(state, request.cookies.get(COOKIE)) is not None:
+    if session_principal(state, request.cookies.get(COOKIE)) is not None:
         return RedirectResponse(safe_next(next), status_code=303)
     return _page(request, "login.html", {"next": safe_next(next), "error": None})
 
@@ -122,9 +124,11 @@ def login(
     token: Annotated[str, Form(max_length=1000)] = "",
     next: Annotated[str, Form(max_length=2000)] = "",
 ) -> Response:
-    """Check the token as the API would; a user token is kept in the session cookie."""
+    """Check the token as the API would; a user token opens a server-side session whose
+    random id (not the token) goes in the cookie."""
     token = token.strip()
-    if principal_for(state, token) is None:
+    session_id = start_session(state, token) if token else None
+    if session_id is None:
         error = (
             "Enter a user token (GRADPILOT_API_TOKENS, or the token file of an embedded server)."
             if not token
@@ -134,20 +138,24 @@ def login(
             request, "login.html", {"next": safe_next(next), "error": error}, status_code=401
         )
     response = RedirectResponse(safe_next(next), status_code=303)
-    set_login_cookie(response, request, token)
+    set_session_cookie(response, request, state, session_id)
     return response
 
 
 @router.post("/logout")
-def logout(request: Request) -> Response:
+def logout(request: Request, state: State) -> Response:
+    """End the session on the server (a copied cookie stops working too) and clear it."""
+    end_session(state, request.cookies.get(COOKIE))
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
-    clear_login_cookie(response, request)
+    clear_session_cookie(response, request, state)
     return response
 
 
 @router.get("/runs", response_class=HTMLResponse)
-def runs_page(request: Request, session: DbSession, _: PageUser) -> Response:
-    runs, count = run_ops.list_runs(session, status=None, limit=200, offset=0)
+def runs_page(request: Request, session: DbSession, user: PageUser) -> Response:
+    runs, count = run_ops.list_runs(
+        session, status=None, limit=200, offset=0, owner_id=user.owner_filter
+    )
     active = any(r.status not in TERMINAL_RUN_STATUSES for r in runs)
     return _page(
         request,
@@ -204,10 +212,10 @@ def _changes(changes: dict[str, Any]) -> list[tuple[str, Any, str]]:
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(
-    run_id: str, request: Request, state: State, session: DbSession, _: PageUser
+    run_id: str, request: Request, state: State, session: DbSession, user: PageUser
 ) -> Response:
     try:
-        run = run_ops.get_run(session, run_id)
+        run = run_ops.get_run(session, run_id, owner_id=user.owner_filter)
     except NotFound as e:
         return _page(request, "error.html", {"message": e.message}, status_code=404)
     public = run_ops.run_public(session, run)
@@ -249,10 +257,10 @@ def run_page(
 
 
 @router.get("/runs/{run_id}/figure.png")
-def run_figure(run_id: str, session: DbSession, _: AssetUser) -> Response:
+def run_figure(run_id: str, session: DbSession, user: AssetUser) -> Response:
     from service.reports.figure import render_run_figure
 
-    run = run_ops.get_run(session, run_id)
+    run = run_ops.get_run(session, run_id, owner_id=user.owner_filter)
     return Response(
         render_run_figure(session, run),
         media_type="image/png",

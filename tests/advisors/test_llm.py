@@ -24,55 +24,30 @@ from botocore.awsrequest import AWSResponse
 from botocore.credentials import CredentialResolver
 from botocore.stub import Stubber
 
-from service.advisors import llm as llm_module
+from service.advisors import llm_models as llm_module
 from service.advisors._protocol import Advisor, AdvisorContext, Assessment, HistoryEntry, Usage
-from service.advisors.llm import LLMAdvisor, bedrock_chat_model
+from service.advisors.llm import LLMAdvisor
+from service.advisors.llm_models import bedrock_chat_model
 from service.advisors.registry import advisor_factory
 from service.errors import AdvisorError, ConfigurationError
 from service.schemas.hyperparameters import Hyperparameters, clamp_changes
 from service.settings import Settings
+from tests.support.bedrock import (
+    ASSESSMENT,
+    BROKEN_DESIGN,
+    FIXED_DESIGN,
+    MODEL,
+    SPEC,
+    ScriptedBedrock,
+    converse_reply,
+    text_reply,
+    tool_reply,
+)
+from tests.support.paths import EXAMPLES
 
-MODEL = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
-SPEC = f"bedrock:{MODEL}"
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+pytestmark = pytest.mark.usefixtures("aws_env")  # tests/advisors/conftest.py
 
 # --------------------------------------------------------------------------- model sources
-
-BROKEN_DESIGN = """\
-import torch
-from torch import nn
-import torch.nn.functional as F
-
-
-class CNN(nn.Module):
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
-        self.bn1 = nn.BatchNorm2d(32)
-        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
-        self.bn2 = nn.BatchNorm2d(64)
-        self.fc = nn.Linear(64 * 16 * 16, num_classes)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
-        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
-        return self.fc(torch.flatten(x, 1))
-"""
-
-FIXED_DESIGN = """\
-import torch
-from torch import nn
-
-
-def build_model(input_shape, num_classes):
-    channels = input_shape[0]
-    return nn.Sequential(
-        nn.Conv2d(channels, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes),
-    )
-"""
 
 FAILING_IN_JOB = """\
 import torch
@@ -122,89 +97,7 @@ def validate(source: str, input_shape: tuple[int, int, int], num_classes: int) -
     )
 
 
-# --------------------------------------------------------------------------- scripted Bedrock
-
-
-def converse_reply(
-    content: list[dict[str, Any]], stop: str, tokens: tuple[int, int]
-) -> dict[str, Any]:
-    return {
-        "output": {"message": {"role": "assistant", "content": content}},
-        "stopReason": stop,
-        "usage": {"inputTokens": tokens[0], "outputTokens": tokens[1], "totalTokens": sum(tokens)},
-        "metrics": {"latencyMs": 850},
-    }
-
-
-def tool_reply(
-    name: str, args: dict[str, Any], tokens: tuple[int, int] = (1500, 300)
-) -> dict[str, Any]:
-    block = {"toolUse": {"toolUseId": f"tooluse_{name}", "name": name, "input": args}}
-    return converse_reply([block], "tool_use", tokens)
-
-
-def text_reply(text: str, tokens: tuple[int, int] = (900, 60)) -> dict[str, Any]:
-    return converse_reply([{"text": text}], "end_turn", tokens)
-
-
-class ScriptedBedrock:
-    """A Stubber on the advisor's bedrock-runtime client, plus a record of every request."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.stubber = Stubber(client)
-        self.requests: list[dict[str, Any]] = []
-        client.meta.events.register("before-parameter-build.bedrock-runtime.Converse", self._record)
-        self.stubber.activate()
-
-    def _record(self, params: dict[str, Any], **_: Any) -> None:
-        self.requests.append(copy.deepcopy(params))
-
-    def reply(self, response: dict[str, Any]) -> ScriptedBedrock:
-        self.stubber.add_response("converse", response)
-        return self
-
-    def error(self, code: str, message: str, status: int) -> ScriptedBedrock:
-        self.stubber.add_client_error(
-            "converse", service_error_code=code, service_message=message, http_status_code=status
-        )
-        return self
-
-    def user_text(self, index: int = -1) -> str:
-        request = self.requests[index]
-        return "\n".join(
-            block.get("text", "")
-            for message in request["messages"]
-            if message["role"] == "user"
-            for block in message["content"]
-        )
-
-    def system_text(self, index: int = -1) -> str:
-        return "\n".join(block.get("text", "") for block in self.requests[index]["system"])
-
-    def done(self) -> None:
-        self.stubber.assert_no_pending_responses()
-        self.stubber.deactivate()
-
-
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(autouse=True)
-def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fake credentials (requests are signed before they reach the hooks) and no AWS config."""
-    for name in (
-        "AWS_PROFILE",
-        "AWS_DEFAULT_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_BEARER_TOKEN_BEDROCK",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 @pytest.fixture
@@ -280,23 +173,6 @@ def context(**overrides: Any) -> AdvisorContext:
     }
     values.update(overrides)
     return AdvisorContext(**values)
-
-
-ASSESSMENT = {
-    "gradient_analysis": {
-        "gradient_issues": ["vanishing gradients"],
-        "affected_layers": ["0.weight"],
-        "severity": 5,
-        "insights": "The first layer's gradient is 1.2e-7 of the last layer's.",
-    },
-    "stability_assessment": {
-        "is_stable": False,
-        "stability_score": 2,
-        "explanation": "Validation accuracy is at chance after 6 epochs",
-        "remaining_issues": ["near chance accuracy"],
-        "recommendation": "redesign",
-    },
-}
 
 
 # --------------------------------------------------------------------------- assess, tune

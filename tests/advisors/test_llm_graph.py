@@ -28,53 +28,29 @@ from service.agent.deps import AgentDeps
 from service.agent.graph import build_graph
 from service.controller.reconcile import Controller
 from service.db.models import Decision, Job, Run
-from service.executors import ExecutorStatus, JobSubmission
 from service.sandbox import Sandbox, SandboxLimits
 from service.settings import Settings
-from tests.advisors.test_llm import (
+from tests.support.bedrock import (
     ASSESSMENT,
     BROKEN_DESIGN,
-    EXAMPLES,
     FIXED_DESIGN,
     SPEC,
     ScriptedBedrock,
-    aws_env,  # noqa: F401 - the autouse fixture: fake credentials, no AWS config
     text_reply,
     tool_reply,
 )
+from tests.support.fake_executor import FakeExecutor
+from tests.support.paths import EXAMPLES
 
-pytestmark = pytest.mark.slow  # four sandbox validations and a dozen graph steps
+pytestmark = [
+    pytest.mark.slow,  # four sandbox validations and a dozen graph steps
+    pytest.mark.usefixtures("aws_env"),  # fake credentials, no AWS config
+]
 
 GROUPNORM_DESIGN = FIXED_DESIGN.replace("nn.BatchNorm2d(32)", "nn.GroupNorm(8, 32)").replace(
     "nn.BatchNorm2d(64)", "nn.GroupNorm(8, 64)"
 )
 FEEDBACK = "Use GroupNorm instead of BatchNorm: we fine-tune with batch size 2 later."
-
-
-class ScriptedExecutor:
-    """Records submissions; the test plays the worker. Reports jobs as running until the
-    worker's own finish report has landed (the controller reads that from the database)."""
-
-    name = "scripted"
-
-    def __init__(self) -> None:
-        self.submitted: list[JobSubmission] = []
-
-    def submit(self, job: JobSubmission) -> str:
-        self.submitted.append(job)
-        return f"ext-{job.job_id}"
-
-    def status(self, external_ids: list[str]) -> dict[str, ExecutorStatus]:
-        return {i: ExecutorStatus(external_id=i, state="running") for i in external_ids}
-
-    def cancel(self, external_id: str, reason: str) -> None:
-        pass
-
-    def log_location(self, external_id: str) -> str | None:
-        return None
-
-    def close(self) -> None:
-        pass
 
 
 def summaries(
@@ -113,7 +89,7 @@ def summaries(
 class Harness:
     api: TestClient
     controller: Controller
-    executor: ScriptedExecutor
+    executor: FakeExecutor
     bedrock: ScriptedBedrock
     sessions: Any
     run_id: str
@@ -166,7 +142,7 @@ def harness(client: TestClient, migrated: Settings) -> Iterator[Harness]:
     advisor = LLMAdvisor.from_spec(SPEC, settings)
     bedrock = ScriptedBedrock(advisor.chat_model().client)  # type: ignore[attr-defined]
     state = client.app.state.gradpilot  # type: ignore[attr-defined]
-    executor = ScriptedExecutor()
+    executor = FakeExecutor()
     rules = RulesAdvisor()
     created = client.post(
         "/v1/runs",
@@ -188,12 +164,12 @@ def harness(client: TestClient, migrated: Settings) -> Iterator[Harness]:
         deps = AgentDeps(
             settings=settings,
             sessions=state.sessions,
-            executor=executor,  # type: ignore[arg-type]
+            executor=executor,
             artifacts=state.artifacts,
             advisor_for=lambda spec: advisor if spec == SPEC else rules,
             validate=sandbox.validate,
         )
-        controller = Controller(settings, state.sessions, executor, build_graph(deps, checkpointer))  # type: ignore[arg-type]
+        controller = Controller(settings, state.sessions, executor, build_graph(deps, checkpointer))
         yield Harness(client, controller, executor, bedrock, state.sessions, created.json()["id"])
     bedrock.stubber.deactivate()
 

@@ -7,7 +7,7 @@ import math
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import add_job, run_body, summary
+from tests.support.factories import add_job, run_body, summary
 
 
 def _count_runs(client: TestClient) -> int:
@@ -86,9 +86,12 @@ def test_summary_outside_segment_and_nonfinite(client: TestClient) -> None:
     assert r.json()["accepted"] == 1
     r = client.post(f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": []})
     assert r.status_code == 422
+    prefix = client.get(f"/v1/jobs/{job_id}/spec", headers=h).json()["artifact_prefix"]
     r = client.post(
-        f"/v1/jobs/{job_id}/checkpoints", headers=h, json={"uri": "file:///c", "epoch": 99}
+        f"/v1/jobs/{job_id}/checkpoints",
+        headers=h,
+        json={"uri": f"{prefix}/checkpoints/{job_id}/e000100-s0000000.pt", "epoch": 99},
     )
-    assert r.status_code == 422 and "outside" in r.json()["detail"]
+    assert r.status_code == 422 and "epoch 99 is outside" in r.json()["detail"]
     r = client.post(f"/v1/jobs/{job_id}/finish", headers=h, json={"status": "failed"})
     assert r.status_code == 422 and "error_kind" in r.json()["detail"]

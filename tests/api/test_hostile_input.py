@@ -19,8 +19,7 @@ from service.reports.report import build_report
 from service.runs import BEDROCK_PROVIDERS
 from service.schemas.fields import INT32_MAX
 from service.schemas.summaries import MAX_TENSOR_NAME, MAX_TENSORS
-from tests.helpers import add_job, run_body, summary
-from tests.reports.builders import finish_run
+from tests.support.factories import USER_TOKEN, add_job, finish_run, run_body, summary
 
 BIG = 2**31  # the first integer a Postgres Integer column cannot hold
 HUGE = 2**63  # the first one SQLite cannot
@@ -166,7 +165,6 @@ def test_the_limit_is_a_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     from service.app import create_app
     from service.db.migrate import upgrade
     from service.settings import load_settings
-    from tests.conftest import USER_TOKEN
 
     monkeypatch.setenv("GRADPILOT_MAX_BODY_BYTES", "2048")
     settings = load_settings(home=tmp_path, api_tokens=[USER_TOKEN])
@@ -245,7 +243,7 @@ def test_creation_refuses_what_cannot_be_a_run(client: TestClient, tmp_path: Pat
 
 
 def test_bedrock_aliases_match_the_advisors() -> None:
-    from service.advisors.llm import BEDROCK_PROVIDERS as ADVISORS_BEDROCK
+    from service.advisors.llm_models import BEDROCK_PROVIDERS as ADVISORS_BEDROCK
 
     assert BEDROCK_PROVIDERS == ADVISORS_BEDROCK
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from service.db.models import EpochSummary
-from tests.helpers import add_job, run_body, summary
+from tests.support.factories import add_job, run_body, summary
 
 
 async def _post_all(app, posts: list[tuple[str, str, list[int]]]) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -29,7 +29,7 @@ async def _post_all(app, posts: list[tuple[str, str, list[int]]]) -> list[dict]:
         return await asyncio.gather(*(one(*p) for p in posts))
 
 
-@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_concurrent_posts_are_exact(db: str, request: pytest.FixtureRequest) -> None:
     client: TestClient = request.getfixturevalue("client" if db == "sqlite" else "pg_client")
     run = client.post("/v1/runs", json=run_body()).json()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.helpers import run_body
+from tests.support.factories import run_body
 
 
 def test_create_list_show(client: TestClient) -> None:

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from tests.helpers import add_job, run_body, summary
+from tests.support.factories import add_job, run_body, summary
 
 
 def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def checkpoint_uri(client: TestClient, job_id: str, token: str, name: str) -> str:
+    """A URI inside the job's own checkpoint folder (the only place it may register)."""
+    spec = client.get(f"/v1/jobs/{job_id}/spec", headers=_bearer(token)).json()
+    return f"{spec['artifact_prefix']}/checkpoints/{job_id}/{name}"
 
 
 def _run_and_job(client: TestClient) -> tuple[str, str, str]:
@@ -52,9 +58,8 @@ def test_checkpoint_heartbeat_finish(client: TestClient) -> None:
         "cancel_requested": False
     }
     assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "running"
-    r = client.post(
-        f"/v1/jobs/{job_id}/checkpoints", headers=h, json={"uri": "file:///x/ckpt-1.pt", "epoch": 1}
-    )
+    uri = checkpoint_uri(client, job_id, token, "e000002-s0000000.pt")
+    r = client.post(f"/v1/jobs/{job_id}/checkpoints", headers=h, json={"uri": uri, "epoch": 1})
     assert r.status_code == 200
     client.post(
         f"/v1/jobs/{job_id}/summaries", headers=h, json={"summaries": [summary(0), summary(1)]}
@@ -66,7 +71,7 @@ def test_checkpoint_heartbeat_finish(client: TestClient) -> None:
     )
     assert r.status_code == 200
     job = r.json()
-    assert job["status"] == "succeeded" and job["checkpoint_uri"] == "file:///x/ckpt-1.pt"
+    assert job["status"] == "succeeded" and job["checkpoint_uri"] == uri
     assert job["best_val_accuracy"] == summary(1)["val_accuracy"] and job["test_accuracy"] == 0.5
     # The same finish again is idempotent; a different one conflicts.
     assert (

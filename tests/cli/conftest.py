@@ -1,5 +1,6 @@
 """The CLI against the in-process API: an ApiClient whose HTTP client is the TestClient, and
-the ``runs`` commands' console swapped for a recording one."""
+the ``runs`` commands' console swapped for a recording one, and a recording console to hand to
+the CLI's functions."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from rich.console import Console
 
 from service.cli import runs as runs_cli
 from service.cli.client import ApiClient
-from tests.conftest import USER_TOKEN
+from tests.support.factories import USER_TOKEN
 
 
-def recording_console() -> Console:
+@pytest.fixture
+def console() -> Console:
+    """A console that records what is printed (``export_text()``), 120 columns, no colour."""
     return Console(record=True, width=120, file=io.StringIO(), force_terminal=False)
 
 
@@ -27,8 +30,9 @@ def api(client: TestClient) -> ApiClient:
 
 
 @pytest.fixture
-def cli_console(api: ApiClient, monkeypatch: pytest.MonkeyPatch) -> Iterator[Console]:
-    console = recording_console()
+def cli_console(
+    api: ApiClient, console: Console, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Console]:
     monkeypatch.setattr(runs_cli, "console", console)
     monkeypatch.setattr(runs_cli, "_client", lambda url, token: api)
     yield console

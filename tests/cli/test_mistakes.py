@@ -16,7 +16,7 @@ from service.cli import main as cli_main
 from service.cli.client import ApiClient, CliError
 from service.cli.ids import resolve_run_id
 from service.cli.main import app
-from tests.helpers import run_body
+from tests.support.factories import run_body
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[2]

@@ -10,9 +10,7 @@ from typer.testing import CliRunner
 
 from service.cli import render
 from service.cli.main import app
-from tests.cli.conftest import recording_console
-from tests.helpers import run_body
-from tests.reports.builders import finish_run
+from tests.support.factories import finish_run, run_body
 
 runner = CliRunner()
 
@@ -44,8 +42,7 @@ def test_runs_list_json_and_status_filter(client: TestClient, cli_console: Conso
     assert json.loads(cli_console.file.getvalue())["count"] == 0  # type: ignore[attr-defined]
 
 
-def test_runs_table_renders_every_status() -> None:
-    console = recording_console()
+def test_runs_table_renders_every_status(console: Console) -> None:
     base = {
         "name": None,
         "dataset": "digits",

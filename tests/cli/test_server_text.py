@@ -18,13 +18,17 @@ from service.cli.watch import WatchState, generations_table, job_line, view, wat
 from service.db.models import Architecture, Decision, Run
 from service.runs import sha256
 from service.schemas.statuses import ExecutorState, JobStatus, RunStatus
-from tests.cli.conftest import recording_console
-from tests.helpers import TINY_MODEL, add_job, run_body
+from tests.support.factories import TINY_MODEL, add_job, run_body
 
 runner = CliRunner()
 HOSTILE = ["[/]", "[link=file:///etc/passwd]click me[/link]", "[bold red]x", "$\\frac{1}{$"]
 #: the escape sequence that opens a terminal hyperlink (OSC 8)
 HYPERLINK = "\x1b]8;"
+
+
+def recording_console() -> Console:
+    """A console that records what is printed, 120 columns, no colour."""
+    return Console(record=True, width=120, file=io.StringIO(), force_terminal=False)
 
 
 def terminal_console() -> Console:

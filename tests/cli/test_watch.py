@@ -17,9 +17,7 @@ from service.cli.client import ApiClient, CliError
 from service.cli.main import app
 from service.cli.watch import WatchState, watch_run
 from service.db.models import Decision, EpochSummary, Job, Run, utcnow
-from tests.cli.conftest import recording_console
-from tests.helpers import run_body, summary
-from tests.reports.builders import finish_run
+from tests.support.factories import finish_run, run_body, summary
 
 STEP_S = 0.03
 
@@ -103,12 +101,13 @@ class Recording:
         return data
 
 
-def test_watch_follows_a_run_to_the_end(client: TestClient, api: ApiClient) -> None:
+def test_watch_follows_a_run_to_the_end(
+    client: TestClient, api: ApiClient, console: Console
+) -> None:
     sessions = client.app.state.gradpilot.sessions  # type: ignore[attr-defined]
     run_id = client.post("/v1/runs", json=run_body(name="watched")).json()["id"]
     errors: list[BaseException] = []
     driver = threading.Thread(target=drive, args=(sessions, run_id, errors), daemon=True)
-    console = recording_console()
     recording = Recording(api)
     driver.start()
     final = watch_run(recording, run_id, console, poll_s=0.01)  # type: ignore[arg-type]
@@ -157,10 +156,11 @@ def test_since_epoch_rereads_a_new_attempt_from_its_start() -> None:
     assert state.since_epoch() == 2
 
 
-def test_watch_of_a_finished_run_returns_at_once(client: TestClient, api: ApiClient) -> None:
+def test_watch_of_a_finished_run_returns_at_once(
+    client: TestClient, api: ApiClient, console: Console
+) -> None:
     state = client.app.state.gradpilot  # type: ignore[attr-defined]
     run_id = finish_run(state.sessions, state.artifacts, client).run_id
-    console = recording_console()
     final = watch_run(api, run_id, console, poll_s=10)
     assert final["status"] == "succeeded"
     text = console.export_text()
@@ -170,9 +170,9 @@ def test_watch_of_a_finished_run_returns_at_once(client: TestClient, api: ApiCli
     assert "4/4 epochs (8–11)" in text
 
 
-def test_watch_of_an_unknown_run_fails_with_a_message(api: ApiClient) -> None:
+def test_watch_of_an_unknown_run_fails_with_a_message(api: ApiClient, console: Console) -> None:
     with pytest.raises(CliError) as e:
-        watch_run(api, "nope", recording_console(), poll_s=0.01)
+        watch_run(api, "nope", console, poll_s=0.01)
     assert "404" in e.value.message
 
 

@@ -7,12 +7,21 @@ from pathlib import Path
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from service.db.migrate import alembic_config, downgrade, include_name, upgrade
 from service.db.models import Base
 
-TABLES = {"runs", "jobs", "architectures", "epoch_summaries", "decisions", "api_tokens"}
+TABLES = {
+    "runs",
+    "jobs",
+    "architectures",
+    "epoch_summaries",
+    "decisions",
+    "api_tokens",
+    "users",
+    "dashboard_sessions",
+}
 
 
 def _roundtrip(url: str) -> None:
@@ -54,5 +63,38 @@ def test_langgraph_tables_are_left_alone(postgres_url: str) -> None:
             diff = compare_metadata(ctx, Base.metadata)
         assert diff == []
         command.check(cfg)  # raises if autogenerate would change anything
+    finally:
+        engine.dispose()
+
+
+def test_existing_runs_and_tokens_become_the_builtin_admins(tmp_path: Path) -> None:
+    """A database made before users existed keeps working: its runs and user tokens belong to
+    the built-in admin after the upgrade."""
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    upgrade(url, "0001")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO runs (id, status, dataset, hyperparameters, budget, resources, "
+                    "advisor, approval, seed, cancel_requested, input_tokens, output_tokens, "
+                    "created_at, updated_at) VALUES ('r1', 'pending', '{}', '{}', '{}', '{}', "
+                    "'rules', 'auto', 0, 0, 0, 0, '2026-01-01', '2026-01-01')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO api_tokens (id, token_sha256, kind, name, created_at) "
+                    "VALUES ('t1', 'abc', 'user', 'old', '2026-01-01')"
+                )
+            )
+        upgrade(url, "0003")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT owner_id FROM runs")).scalar_one() == "admin"
+            assert conn.execute(text("SELECT user_id FROM api_tokens")).scalar_one() == "admin"
+            assert conn.execute(text("SELECT role FROM users WHERE id = 'admin'")).scalar_one() == (
+                "admin"
+            )
     finally:
         engine.dispose()

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import EXAMPLES, Stack
-from tests.helpers import TINY_MODEL
+from tests.support.factories import TINY_MODEL
+from tests.support.paths import EXAMPLES
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.slow
 

@@ -16,21 +16,21 @@ import pytest
 
 from service.cli.client import ApiClient
 from service.infra import deploy_stack, settings_from_outputs
-from service.server import embedded_server, free_port
+from service.server import embedded_server
 from service.settings import Settings
-from tests.conftest import USER_TOKEN
-from tests.helpers import TINY_MODEL
-from tests.infra.test_moto_server import _aws_env, moto_server  # noqa: F401 - fixture
+from tests.support.factories import TINY_MODEL, USER_TOKEN
+from tests.support.moto import isolated_environment
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 
 
 def test_run_on_batch_against_moto(
-    moto_server: str,  # noqa: F811 - the fixture
+    moto_server: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    aws_env = _aws_env(tmp_path)
+    aws_env = isolated_environment(tmp_path)
     for key in [k for k in os.environ if k.startswith("AWS_")]:
         monkeypatch.delenv(key)
     for key, value in aws_env.items():

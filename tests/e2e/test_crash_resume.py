@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service.server import free_port
-from tests.conftest import USER_TOKEN
-from tests.helpers import TINY_MODEL
+from tests.support.factories import TINY_MODEL, USER_TOKEN
+from tests.support.ports import free_port
+from tests.support.processes import stop
 
 pytestmark = pytest.mark.slow
 
@@ -126,6 +126,5 @@ def test_killed_control_plane_resumes(tmp_path: Path) -> None:
         assert [d["sequence"] for d in decisions] == list(range(len(decisions)))
         assert decisions[-1]["action"] == "finish"
     finally:
-        if server.proc and server.proc.poll() is None:
-            server.proc.terminate()
-            server.proc.wait(timeout=30)
+        if server.proc:
+            stop(server.proc)

@@ -27,10 +27,9 @@ from service.controller.reconcile import Controller
 from service.db.migrate import upgrade
 from service.executors.local import LocalExecutor
 from service.sandbox import Sandbox, SandboxLimits
-from service.server import free_port
 from service.settings import Settings
-from tests.conftest import USER_TOKEN
-from tests.helpers import TINY_MODEL
+from tests.support.factories import TINY_MODEL, USER_TOKEN
+from tests.support.ports import free_port
 
 
 def test_claims_are_exclusive(postgres_url: str, tmp_path: Path) -> None:

@@ -35,7 +35,8 @@ from service.schemas.exit_codes import (
     SUCCESS,
 )
 from service.settings import Settings
-from tests.executors.batch_fixtures import batch_settings, moto_batch_stack, submission
+from tests.support.factories import submission
+from tests.support.moto import batch_settings, moto_batch_stack
 
 # -- under moto ---------------------------------------------------------------------------
 
@@ -575,3 +576,24 @@ def test_missing_credentials_say_what_to_set(
     with pytest.raises(ExecutorError, match="no AWS credentials") as info:
         executor.submit(submission("gp-01234567-g1-a1"))
     assert "AWS_ACCESS_KEY_ID" in info.value.message
+
+
+def test_access_denied_names_the_permissions_and_is_not_transient(
+    plain_settings: Settings,
+) -> None:
+    executor, stubber = _stubbed(plain_settings)
+    stubber.add_client_error(
+        "list_jobs", "AccessDeniedException", "User x is not authorized to ListJobs", 403
+    )
+    with stubber, pytest.raises(ExecutorError) as info:
+        executor.submit(submission("gp-01234567-g1-a1"))
+    assert "batch:ListJobs" in info.value.message and "batch:SubmitJob" in info.value.message
+    assert not isinstance(info.value, TransientExecutorError)
+    assert info.value.__cause__ is not None  # translated with `raise ... from e`
+
+
+def test_throttling_that_outlives_the_retries_is_transient(plain_settings: Settings) -> None:
+    executor, stubber = _stubbed(plain_settings)
+    stubber.add_client_error("terminate_job", "TooManyRequestsException", "Slow down", 429)
+    with stubber, pytest.raises(TransientExecutorError, match="the controller tries again"):
+        executor.cancel("job-1", "run cancelled")

@@ -13,13 +13,9 @@ from service.executors.batch import BatchExecutor
 from service.executors.local import LocalExecutor
 from service.executors.registry import make_executor
 from service.settings import Settings
-from tests.executors.batch_fixtures import (
-    batch_settings,
-    moto_batch_stack,
-    moto_jobs_fail,
-    submission,
-)
 from tests.executors.contract import ExecutorContract, ExecutorHarness, Outcome
+from tests.support.factories import submission
+from tests.support.moto import batch_settings, moto_batch_stack, moto_jobs_fail
 
 # Stands in for ``python -m worker``: the contract is about the executor, not the worker, and
 # the real worker needs the API. It ends as GP_CONTRACT_OUTCOME says.

@@ -23,14 +23,13 @@ from fastapi.testclient import TestClient
 from schemathesis.config import SchemathesisConfig
 from schemathesis.generation import GenerationMode
 
-from bench._common import scratch_database
 from service.api.app import build_state
 from service.app import create_app
 from service.db.migrate import upgrade
 from service.db.models import Run
 from service.settings import Settings
-from tests.conftest import USER_TOKEN
-from tests.helpers import add_job, run_body, summary
+from tests.support.factories import USER_TOKEN, add_job, run_body, summary
+from tests.support.postgres import scratch_database
 
 pytestmark = [pytest.mark.slow]
 

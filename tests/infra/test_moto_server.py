@@ -9,38 +9,23 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench._moto import fake_aws_environment
-from bench._moto import moto_server as start_moto_server
 from service.executors.batch import BatchExecutor, retry_strategy
 from service.settings import Settings
-from tests.executors.batch_fixtures import submission
+from tests.support.factories import submission
+from tests.support.moto import isolated_environment
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _aws_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "GRADPILOT_"))}
-    env.update(fake_aws_environment(tmp_path))
-    return env
-
-
-@pytest.fixture
-def moto_server() -> Iterator[str]:
-    """A moto server process with Batch configured to run without Docker."""
-    with start_moto_server() as url:
-        yield url
 
 
 def test_deploy_into_a_moto_server_and_read_it_back_with_the_aws_cli(
     moto_server: str, tmp_path: Path
 ) -> None:
-    env = _aws_env(tmp_path)
+    env = isolated_environment(tmp_path)
     deploy = subprocess.run(
         [
             sys.executable,
@@ -108,7 +93,7 @@ def test_deploy_into_a_moto_server_and_read_it_back_with_the_aws_cli(
 def test_the_executor_works_through_the_endpoint(
     moto_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for key, value in _aws_env(tmp_path).items():
+    for key, value in isolated_environment(tmp_path).items():
         if key.startswith("AWS_"):
             monkeypatch.setenv(key, value)
     from service.infra import deploy_stack

@@ -6,8 +6,13 @@ from fastapi.testclient import TestClient
 
 from service.db.models import Architecture
 from service.runs import sha256
-from tests.helpers import TINY_MODEL, run_body
-from tests.reports.builders import REDESIGN_RATIONALE, REDESIGNED_MODEL, finish_run
+from tests.support.factories import (
+    REDESIGN_RATIONALE,
+    REDESIGNED_MODEL,
+    TINY_MODEL,
+    finish_run,
+    run_body,
+)
 
 
 def finished(client: TestClient) -> str:

@@ -21,8 +21,7 @@ from service.reports.figure import (
     render_figure,
 )
 from service.schemas.summaries import EpochSummaryIn, EpochSummaryPublic
-from tests.helpers import summary
-from tests.reports.builders import EXPECTED_MARKERS, finish_run
+from tests.support.factories import EXPECTED_MARKERS, finish_run, summary
 
 
 def job(gen: int, start: int, *, attempt: int = 1, arch: int = 0, lr: float = 0.1) -> Any:
@@ -201,7 +200,7 @@ def test_run_figure_endpoint_marks_the_agents_changes(client: TestClient) -> Non
 
 
 def test_run_figure_of_a_new_run_and_cache_invalidation(client: TestClient) -> None:
-    from tests.helpers import add_job, run_body
+    from tests.support.factories import add_job, run_body
 
     run_id = client.post("/v1/runs", json=run_body()).json()["id"]
     empty = client.get(f"/v1/runs/{run_id}/figure.png")
@@ -220,7 +219,7 @@ def test_run_figure_of_a_new_run_and_cache_invalidation(client: TestClient) -> N
 
 
 def test_figure_needs_a_user_token(client: TestClient) -> None:
-    from tests.helpers import run_body
+    from tests.support.factories import run_body
 
     run_id = client.post("/v1/runs", json=run_body()).json()["id"]
     assert (

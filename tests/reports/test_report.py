@@ -10,8 +10,7 @@ from PIL import Image
 from service.db.models import Architecture, Run
 from service.reports.report import architecture_section, build_report
 from service.runs import sha256
-from tests.helpers import TINY_MODEL, run_body
-from tests.reports.builders import REDESIGN_RATIONALE, finish_run
+from tests.support.factories import REDESIGN_RATIONALE, TINY_MODEL, finish_run, run_body
 
 
 def test_report_embeds_the_figure_and_the_diffs(client: TestClient) -> None:

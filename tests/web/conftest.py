@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import USER_TOKEN
+from tests.support.factories import USER_TOKEN
 
 
 @pytest.fixture

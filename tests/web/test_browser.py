@@ -14,9 +14,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
-from tests.conftest import USER_TOKEN
-from tests.reports.builders import finish_run
-from tests.web.cdp import CHROMIUM, chromium, free_port
+from tests.support.chromium import CHROMIUM, chromium
+from tests.support.factories import USER_TOKEN, finish_run
+from tests.support.ports import free_port
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

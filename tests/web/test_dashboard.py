@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import io
 import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from sqlalchemy import select
 
-from service.db.models import Run
-from tests.conftest import USER_TOKEN
-from tests.helpers import add_job, run_body, summary
-from tests.reports.builders import REDESIGN_RATIONALE, finish_run
+from service import auth
+from service.app import create_app
+from service.db.migrate import upgrade
+from service.db.models import DashboardSession, Run
+from service.settings import Settings
+from service.web.auth import COOKIE
+from tests.support.factories import (
+    REDESIGN_RATIONALE,
+    USER_TOKEN,
+    add_job,
+    finish_run,
+    run_body,
+    summary,
+)
 
 
 def finished(client: TestClient) -> str:
@@ -34,16 +47,76 @@ def test_pages_redirect_to_the_sign_in_form(browser: TestClient) -> None:
     assert 'name="next" value="/ui/runs/abc"' in form.text
 
 
-def test_sign_in_sets_a_strict_http_only_cookie(browser: TestClient) -> None:
+def test_sign_in_sets_a_session_cookie_not_the_token(browser: TestClient) -> None:
     response = browser.post("/ui/login", data={"token": USER_TOKEN, "next": "/ui/runs"})
     assert response.status_code == 303
     assert response.headers["location"] == "/ui/runs"
     assert USER_TOKEN not in response.headers["location"]
     cookie = response.headers["set-cookie"]
-    assert cookie.startswith(f"gradpilot_token={USER_TOKEN};")
-    for attribute in ("HttpOnly", "SameSite=strict", "Path=/ui"):
+    assert cookie.startswith(f"{COOKIE}=")
+    assert USER_TOKEN not in cookie
+    for attribute in ("HttpOnly", "SameSite=lax", "Path=/ui"):
         assert attribute.lower() in cookie.lower()
+    assert "secure" not in cookie.lower()  # plain http on loopback
     assert browser.get("/ui/runs").status_code == 200
+    # The server keeps only the session id's digest.
+    session_id = browser.cookies[COOKIE]
+    sessions = browser.app.state.gradpilot.sessions  # type: ignore[attr-defined]
+    with sessions() as db:
+        rows = db.execute(select(DashboardSession)).scalars().all()
+    assert [r.id_sha256 for r in rows] == [auth.digest(session_id)]
+    assert rows[0].token_sha256 == auth.digest(USER_TOKEN)
+
+
+def test_the_cookie_is_secure_when_the_public_url_is_https(home: Path) -> None:
+    settings = Settings(
+        home=home, api_tokens=[USER_TOKEN], public_url="https://gradpilot.example.com"
+    )
+    settings.ensure_home()
+    upgrade(settings.resolved_database_url)
+    with TestClient(create_app(settings), follow_redirects=False) as browser:
+        cookie = browser.post("/ui/login", data={"token": USER_TOKEN}).headers["set-cookie"]
+    assert "secure" in cookie.lower().split("; ")
+
+
+def test_sign_out_ends_the_session_on_the_server(signed_in: TestClient) -> None:
+    copied = signed_in.cookies[COOKIE]
+    signed_in.post("/ui/logout")
+    signed_in.cookies.set(COOKIE, copied, path="/ui")
+    assert signed_in.get("/ui/runs").status_code == 303
+
+
+def test_an_expired_session_is_refused(signed_in: TestClient) -> None:
+    sessions = signed_in.app.state.gradpilot.sessions  # type: ignore[attr-defined]
+    with sessions() as db:
+        row = db.execute(select(DashboardSession)).scalar_one()
+        row.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        db.commit()
+    assert signed_in.get("/ui/runs").status_code == 303
+    with sessions() as db:
+        assert db.execute(select(DashboardSession)).first() is None
+
+
+def test_revoking_the_token_ends_its_sessions(client: TestClient, browser: TestClient) -> None:
+    created = client.post("/v1/tokens", json={"user": "alice"}).json()
+    assert browser.post("/ui/login", data={"token": created["token"]}).status_code == 303
+    assert browser.get("/ui/runs").status_code == 200
+    assert client.delete(f"/v1/tokens/{created['id']}").status_code == 200
+    assert browser.get("/ui/runs").status_code == 303
+
+
+def test_a_user_sees_only_their_own_runs(client: TestClient, browser: TestClient) -> None:
+    theirs = client.post("/v1/runs", json=run_body(name="admins-run")).json()["id"]
+    alice = client.post("/v1/tokens", json={"user": "alice"}).json()["token"]
+    mine = client.post(
+        "/v1/runs", json=run_body(name="alices-run"), headers={"Authorization": f"Bearer {alice}"}
+    ).json()["id"]
+    browser.post("/ui/login", data={"token": alice})
+    page = browser.get("/ui/runs").text
+    assert "alices-run" in page and "admins-run" not in page
+    assert browser.get(f"/ui/runs/{mine}").status_code == 200
+    assert browser.get(f"/ui/runs/{theirs}").status_code == 404
+    assert browser.get(f"/ui/runs/{theirs}/figure.png").status_code == 404
 
 
 def test_wrong_and_job_tokens_cannot_sign_in(client: TestClient, browser: TestClient) -> None:
@@ -56,7 +129,7 @@ def test_wrong_and_job_tokens_cannot_sign_in(client: TestClient, browser: TestCl
     as_job = browser.post("/ui/login", data={"token": job_token})
     assert as_job.status_code == 401
     assert "Job tokens cannot sign in" in as_job.text
-    browser.cookies.set("gradpilot_token", job_token, path="/ui")
+    browser.cookies.set(COOKIE, job_token, path="/ui")
     assert browser.get("/ui/runs").status_code == 303
     assert browser.get(f"/ui/runs/{run_id}/figure.png").status_code == 401
 
@@ -83,7 +156,7 @@ def test_sign_out_clears_the_cookie(signed_in: TestClient) -> None:
     response = signed_in.post("/ui/logout")
     assert response.status_code == 303
     assert response.headers["location"] == "/ui/login"
-    assert 'gradpilot_token=""' in response.headers["set-cookie"]
+    assert f'{COOKIE}=""' in response.headers["set-cookie"]
     assert signed_in.get("/ui/runs").status_code == 303
 
 

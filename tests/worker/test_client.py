@@ -6,10 +6,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TOKEN, FakeApi, make_spec
 
 from service.schemas.jobs import CheckpointIn, JobFinish
 from service.schemas.summaries import EpochSummaryIn, NormStats
+from tests.support.factories import make_spec
+from tests.support.fake_api import JOB_TOKEN, FakeApi
 from worker.client import ApiClient, Backoff
 from worker.errors import ApiUnavailable, BadSpecError
 
@@ -36,7 +37,7 @@ def _client(api: FakeApi, spool: Path, **kw: float) -> ApiClient:
     return ApiClient(
         api.url,
         "job-1",
-        TOKEN,
+        JOB_TOKEN,
         spool_dir=spool,
         backoff_base_s=kw.get("base", 0.05),
         backoff_max_s=kw.get("max", 0.2),
@@ -110,7 +111,7 @@ def test_spec_errors(api: FakeApi, tmp_path: Path) -> None:
     transport_client = ApiClient(
         "http://api",
         "job-1",
-        TOKEN,
+        JOB_TOKEN,
         spool_dir=tmp_path / "s2",
         backoff_base_s=0.01,
         transport=httpx.MockTransport(flaky),

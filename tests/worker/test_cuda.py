@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_MODEL
 from torch import nn
 
 from service.schemas.datasets import DatasetSpec
 from service.schemas.hyperparameters import Hyperparameters
+from tests.support.factories import TINY_CNN
 from worker.data import Batches, load_dataset
 from worker.distributed import Context
 from worker.model_loading import load_model
@@ -56,7 +56,7 @@ def test_trainer_with_amp_compile_and_augmentation(compile_model: bool) -> None:
         lr_schedule="cosine",
     )
     torch.manual_seed(0)
-    loaded = load_model(TINY_MODEL, (3, 32, 32), 10)
+    loaded = load_model(TINY_CNN, (3, 32, 32), 10)
     trainer = Trainer(
         loaded.model,
         loaded.loss_fn,

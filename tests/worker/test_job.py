@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MODEL, FakeApi, make_spec, run_in_process
 
 from service.schemas import exit_codes
 from service.schemas.datasets import DatasetSpec
 from service.schemas.hyperparameters import Hyperparameters
+from tests.support.factories import TINY_CNN, make_spec
+from tests.support.fake_api import FakeApi, run_in_process
 from worker import checkpoint
 
 
@@ -42,7 +43,7 @@ def test_segment_reports_every_epoch_and_finishes(
 
 
 LOSS_42 = (
-    TINY_MODEL
+    TINY_CNN
     + """
 
     def loss_function(self, outputs, targets):

@@ -11,18 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import (
-    REPO,
-    TINY_MODEL,
+
+from service.schemas import exit_codes
+from tests.support.factories import TINY_CNN, make_spec
+from tests.support.fake_api import (
     FakeApi,
     HeartbeatHold,
-    make_spec,
     run_in_process,
     start_worker,
     worker_env,
 )
-
-from service.schemas import exit_codes
+from tests.support.paths import ROOT
 from worker import checkpoint
 
 pytestmark = pytest.mark.slow
@@ -106,7 +105,7 @@ def test_sigterm_mid_epoch_checkpoints_then_resumes_exactly(
         assert got["grad_total"]["mean"] == pytest.approx(want["grad_total"]["mean"], rel=1e-5)
 
 
-RAISES = TINY_MODEL.replace(
+RAISES = TINY_CNN.replace(
     "        return self.fc(torch.flatten(x, 1))",
     "        return self.fc(x.flatten(2))  # wrong flatten: a shape error",
 )
@@ -139,7 +138,7 @@ def test_torchrun_two_ranks_only_rank0_reports(api: FakeApi, tmp_path: Path) -> 
     ]
     with log.open("wb") as out:
         proc = subprocess.run(
-            cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, timeout=240
+            cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, timeout=240
         )
     assert proc.returncode == 0, log.read_text()[-4000:]
     assert api.epochs("job-1") == [0, 1]
