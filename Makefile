@@ -15,17 +15,20 @@ $(BIN)/python:
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	@echo "installing gradpilot into $(VENV) (torch is large: a few minutes the first time)…"
-	$(BIN)/pip install --quiet --progress-bar off -e .
+	@# PYTHONWARNINGS: setuptools' editable-install notice is a warning block, not a problem
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet --progress-bar off -e .
 	@touch $@
 
 $(DEV_STAMP): pyproject.toml $(STAMP)
-	$(BIN)/pip install --quiet --progress-bar off -e '.[dev]'
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet --progress-bar off -e '.[dev]'
 	@touch $@
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/gradpilot demo
+	@echo "gradpilot is installed in $(VENV): run it as $(BIN)/gradpilot, or activate the"
+	@echo "environment first (. $(VENV)/bin/activate) and type gradpilot --help"
 
 test: $(DEV_STAMP)
 	@scripts/ensure-postgres.sh

@@ -5,7 +5,8 @@ commit (an fsync on Postgres) the ceiling. Instead every post puts its rows on a
 awaits a future; a writer task drains whatever is queued, stores it all with one
 ``INSERT … ON CONFLICT DO NOTHING RETURNING`` and one commit, and tells each request which of
 its rows were new. Under light load a batch is a single request, so latency does not grow;
-under heavy load batches grow and the commit cost is shared.
+under heavy load batches grow and the commit cost is shared. A batch that fails is written
+again one request at a time, so that one bad post fails only itself, never its neighbours.
 
 On Postgres two writer tasks share the queue, each with an asynchronous psycopg connection on
 the event loop, and the INSERT is one short SQL statement executed per row in one pipelined
@@ -24,6 +25,7 @@ from typing import Any
 
 import psycopg
 from pydantic import TypeAdapter
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -220,37 +222,47 @@ class SummaryWriter:
                     item = queue.get_nowait()
                     batch.append(item)
                     size += len(item.rows)
+                # the whole batch in one transaction; if it fails, each request on its own
+                groups = [batch] if len(batch) == 1 else [batch, *([p] for p in batch)]
                 try:
-                    if self._dsn is None:
-                        inserted = await asyncio.to_thread(self._flush, batch)
-                    else:
-                        if conn is None or conn.closed:
-                            conn = await _connect(self._dsn)
-                        inserted = await self._flush_async(conn, batch)
-                except Exception as e:  # noqa: BLE001 - every waiting request gets the error
-                    log.error("storing %d summaries failed: %s", size, e)
-                    error = (
-                        e
-                        if isinstance(e, GradpilotError)
-                        else GradpilotError(
-                            "the database did not take the summaries; retry shortly"
-                        )
-                    )
+                    for group in groups:
+                        if all(p.future.done() for p in group):
+                            continue
+                        try:
+                            if self._dsn is None:
+                                inserted = await asyncio.to_thread(self._flush, group)
+                            else:
+                                if conn is None or conn.closed:
+                                    conn = await _connect(self._dsn)
+                                inserted = await self._flush_async(conn, group)
+                        except Exception as e:  # noqa: BLE001 - the group's requests get the error
+                            if conn is not None and conn.broken:
+                                await conn.close()
+                                conn = None
+                            if group is batch and len(batch) > 1:
+                                log.warning(
+                                    "storing a batch of %d summaries failed (%s); "
+                                    "writing its %d requests one by one",
+                                    size,
+                                    e,
+                                    len(batch),
+                                )
+                                continue
+                            log.error("storing %d summaries failed: %s", len(group[0].rows), e)
+                            if not group[0].future.done():
+                                group[0].future.set_exception(_error_for(e))
+                            continue
+                        _answer(group, inserted)
+                        if group is batch:
+                            break
+                except BaseException:
+                    # the writer itself broke: no request may wait for an answer forever
                     for p in batch:
                         if not p.future.done():
-                            p.future.set_exception(error)
-                    if conn is not None and conn.broken:
-                        await conn.close()
-                        conn = None
-                    continue
-                for p in batch:
-                    mine = 0
-                    for r in p.rows:
-                        if r.key in inserted:
-                            inserted.discard(r.key)  # a later request with this pair: a duplicate
-                            mine += 1
-                    if not p.future.done():
-                        p.future.set_result((mine, p.posted - mine))
+                            p.future.set_exception(
+                                GradpilotError("the summary writer stopped; retry shortly")
+                            )
+                    raise
         finally:
             if conn is not None:
                 await conn.close()
@@ -274,6 +286,39 @@ class SummaryWriter:
             inserted = store_rows(session, _unique(batch))
             session.commit()
         return inserted
+
+
+def _answer(batch: list[_Pending], inserted: set[tuple[str, int]]) -> None:
+    """Tell each request of a stored batch how many of its rows were new."""
+    for p in batch:
+        mine = 0
+        for r in p.rows:
+            if r.key in inserted:
+                inserted.discard(r.key)  # a later request with this pair: a duplicate
+                mine += 1
+        if not p.future.done():
+            p.future.set_result((mine, p.posted - mine))
+
+
+#: errors that mean "these rows can never be stored", not "try again"
+_REFUSED: tuple[type[Exception], ...] = (
+    sa_exc.IntegrityError,
+    sa_exc.DataError,
+    psycopg.IntegrityError,
+    psycopg.DataError,
+    OverflowError,  # sqlite3: an integer beyond 64 bits
+)
+
+
+def _error_for(e: Exception) -> GradpilotError:
+    """The error one request's failed write answers with: the rows' fault (422, do not retry)
+    or the database's (retry)."""
+    if isinstance(e, GradpilotError):
+        return e
+    if isinstance(e, _REFUSED):
+        reason = str(getattr(e, "orig", None) or e).splitlines()[0][:300]
+        return InvalidInput(f"the database refused these summaries ({reason}); do not resend them")
+    return GradpilotError("the database did not take the summaries; retry shortly")
 
 
 async def _connect(dsn: str) -> psycopg.AsyncConnection[Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -16,7 +16,7 @@ from service.job_artifacts import artifact_prefix
 from service.schemas.datasets import DatasetSpec
 from service.schemas.hyperparameters import Hyperparameters
 from service.schemas.jobs import CheckpointIn, JobFinish, JobSpec
-from service.schemas.statuses import TERMINAL_JOB_STATUSES, ErrorKind, JobStatus
+from service.schemas.statuses import ACTIVE_JOB_STATUSES, ErrorKind, JobStatus
 from service.schemas.summaries import EpochSummaryIn, EpochSummaryPublic
 
 
@@ -87,13 +87,51 @@ def register_checkpoint(session: Session, job: Job, body: CheckpointIn) -> None:
         job.checkpoint_epoch = body.epoch
 
 
+# Job state transitions are compare-and-set: one UPDATE whose WHERE names the states it may
+# leave. Postgres runs concurrent UPDATEs of a row one after the other (the second waits for the
+# first to commit, then re-checks the WHERE against the new row), and SQLite has one writer, so
+# the first terminal state wins whole and a late request finds that it changed nothing, instead
+# of writing its fields over the winner's (a read-then-write did: 50 concurrent finishes left a
+# "succeeded" row carrying a failed request's error).
+
+#: states a heartbeat may find (a cancelled job still hears that it is cancelled)
+_HEARTBEAT_FROM = tuple(s.value for s in (*ACTIVE_JOB_STATUSES, JobStatus.CANCELLED))
+
+
+def _compare_and_set(
+    session: Session, job: Job, from_statuses: tuple[str, ...], values: dict[str, Any]
+) -> bool:
+    """Apply ``values`` to the job's row if its status is one of ``from_statuses``; then reload
+    ``job``. Returns whether the row changed."""
+    result = session.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status.in_(from_statuses))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    session.refresh(job)
+    return bool(getattr(result, "rowcount", 0))
+
+
 def heartbeat(session: Session, job: Job) -> bool:
-    """Mark the job alive (and running); returns whether the user asked to cancel its run."""
+    """Mark the job alive (and running); returns whether the user asked to cancel its run.
+    ``Conflict`` if the job has ended (succeeded or failed) meanwhile."""
     now = utcnow()
-    job.heartbeat_at = now
-    if job.status in (JobStatus.PENDING, JobStatus.SUBMITTED):
-        job.status = JobStatus.RUNNING
-        job.started_at = job.started_at or now
+    starting = Job.status.in_((JobStatus.PENDING, JobStatus.SUBMITTED))
+    changed = _compare_and_set(
+        session,
+        job,
+        _HEARTBEAT_FROM,
+        {
+            "heartbeat_at": now,
+            "status": case((starting, JobStatus.RUNNING.value), else_=Job.status),
+            "started_at": case(
+                (starting, func.coalesce(Job.started_at, now)), else_=Job.started_at
+            ),
+        },
+    )
+    if not changed:
+        raise Conflict(f"job {job.id} has already ended ({job.status})")
     return bool(job.run.cancel_requested) or job.status == JobStatus.CANCELLED
 
 
@@ -105,23 +143,32 @@ def best_val_accuracy(session: Session, job_id: str) -> float | None:
 
 def finish_job(session: Session, job: Job, body: JobFinish) -> None:
     """Record the worker's own account of how the job ended (idempotent for the same status)."""
-    if job.status in TERMINAL_JOB_STATUSES:
-        if job.status == body.status:
-            return
-        raise Conflict(f"job {job.id} has already ended ({job.status})")
     if body.status == JobStatus.FAILED and body.error_kind is None:
         raise InvalidInput(
             f"a failed job needs error_kind: '{ErrorKind.CODE}' or '{ErrorKind.INFRASTRUCTURE}'"
         )
-    job.status = body.status
-    job.error_kind = body.error_kind if body.status == JobStatus.FAILED else None
-    job.exit_code = body.exit_code
-    job.error_message = body.message
-    job.traceback = body.traceback
-    job.test_accuracy = body.test_accuracy
-    job.isolation = body.isolation
-    job.finished_at = utcnow()
-    job.best_val_accuracy = best_val_accuracy(session, job.id)
+    active = tuple(s.value for s in ACTIVE_JOB_STATUSES)
+    changed = job.status in active and _compare_and_set(
+        session,
+        job,
+        active,
+        {
+            "status": body.status,
+            "error_kind": body.error_kind if body.status == JobStatus.FAILED else None,
+            "exit_code": body.exit_code,
+            "error_message": body.message,
+            "traceback": body.traceback,
+            "test_accuracy": body.test_accuracy,
+            "isolation": body.isolation,
+            "finished_at": utcnow(),
+            "best_val_accuracy": best_val_accuracy(session, job.id),
+        },
+    )
+    if changed or job.status == body.status:  # the same account again: idempotent
+        return
+    raise Conflict(
+        f"job {job.id} has already ended ({job.status}); the first report of its end stands"
+    )
 
 
 def list_jobs(session: Session, run_id: str) -> list[Job]:

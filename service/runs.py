@@ -5,8 +5,12 @@ Functions take a session and leave committing to the caller, who owns the transa
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
+import importlib.util
+import zipfile
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -45,17 +49,119 @@ def check_advisor_spec(spec: str) -> str:
     return spec
 
 
+# ------------------------------------------------------------ what can never become a run
+
+#: the model contract's entry points (``service.sandbox.model_contract``)
+_ENTRY_POINTS = frozenset({"build_model", "CNN"})
+#: advisor providers that name Bedrock (``service.advisors.llm_models.BEDROCK_PROVIDERS``; runs sit
+#: below the advisors' layer, so the names are repeated here and a test keeps them equal)
+BEDROCK_PROVIDERS = frozenset({"bedrock", "bedrock_converse", "aws"})
+#: LangChain providers whose integration package is not ``langchain_<provider>``
+_PROVIDER_PACKAGES = {
+    "azure_openai": "langchain_openai",
+    "google_anthropic_vertex": "langchain_google_vertexai",
+    "nvidia": "langchain_nvidia_ai_endpoints",
+}
+
+
+def refuse_impossible_run(body: RunCreate, advisor: str) -> None:
+    """Refuse (``InvalidInput``, a 422 that says what to fix) a run that cannot train, before
+    any job is spent on it: a model source with neither entry point of the model contract,
+    an advisor this server cannot build, or a local ``.npz`` that cannot be read."""
+    _require_entry_point(body.model_source)
+    _require_advisor(advisor)
+    _require_readable_dataset(body.dataset)
+
+
+def _top_level_names(statements: list[ast.stmt]) -> set[str]:
+    """Names a module binds when it runs (inside if/try/with blocks too, not inside defs)."""
+    names: set[str] = set()
+    for node in statements:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            block = getattr(node, field, None)
+            if isinstance(block, list) and not isinstance(
+                node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+            ):
+                for item in block:
+                    if isinstance(item, ast.ExceptHandler):
+                        names |= _top_level_names(item.body)
+                names |= _top_level_names([s for s in block if isinstance(s, ast.stmt)])
+    return names
+
+
+def _require_entry_point(source: str) -> None:
+    try:
+        names = _top_level_names(ast.parse(source).body)
+    except SyntaxError:
+        return  # the static check reports it, with its line
+    if not names & _ENTRY_POINTS:
+        raise InvalidInput(
+            "model_source defines neither build_model(input_shape, num_classes) nor a class "
+            "CNN: define one of them (examples/flawed_digits.py shows the contract)"
+        )
+
+
+def _require_advisor(spec: str) -> None:
+    if spec == "rules":
+        return
+    provider = spec.partition(":")[0].strip().lower()
+    if provider in BEDROCK_PROVIDERS:
+        return
+    package = _PROVIDER_PACKAGES.get(provider, f"langchain_{provider}")
+    missing = [
+        name
+        for name in ("langchain", package)
+        if not name.isidentifier() or importlib.util.find_spec(name) is None
+    ]
+    if missing:
+        raise InvalidInput(
+            f"unknown advisor {spec!r}: this server has no LangChain integration for "
+            f"{provider!r} (missing {', '.join(missing)}); use 'rules' or "
+            "'bedrock:<model or inference profile id>', or install the provider's package"
+        )
+
+
+def _require_readable_dataset(dataset: DatasetSpec) -> None:
+    if dataset.name != "npz" or dataset.uri is None or dataset.uri.startswith("s3://"):
+        return  # built-in sets, and objects in S3 (read with the worker's credentials)
+    uri = dataset.uri
+    path = Path(uri.removeprefix("file://"))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = {name.removesuffix(".npy") for name in archive.namelist()}
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
+        reason = getattr(e, "strerror", None) or str(e)
+        raise InvalidInput(
+            f"dataset.uri {uri!r} cannot be read as an .npz file ({reason}): give the path of "
+            "a file written by numpy.savez with x_train and y_train, or an s3:// URL"
+        ) from None
+    missing = sorted({"x_train", "y_train"} - members)
+    if missing:
+        raise InvalidInput(
+            f"dataset.uri {uri!r} lacks {' and '.join(missing)}: save the arrays with "
+            "numpy.savez(path, x_train=..., y_train=...)"
+        )
+
+
 def create_run(
     session: Session, body: RunCreate, default_advisor: str, owner_id: str = BUILTIN_ADMIN_ID
 ) -> Run:
     """Store a new run of ``owner_id`` and its first architecture (after the static check of
-    its source)."""
+    its source and ``refuse_impossible_run``)."""
     from service.sandbox.static_check import check_source
 
     try:
         check_source(body.model_source)
     except SandboxRejected as e:
         raise InvalidInput(f"model_source was refused by the static check: {e.message}") from e
+    refuse_impossible_run(body, check_advisor_spec(body.advisor or default_advisor))
     run = Run(
         name=body.name,
         status=RunStatus.PENDING,

@@ -56,9 +56,14 @@ class Settings(BaseSettings):
 
     # API
     host: str = "127.0.0.1"
-    port: int = 8765
+    port: int = Field(8765, ge=1, le=65535)
     public_url: str | None = Field(
         None, description="URL workers use to reach the API; default http://host:port."
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body; larger ones get 413 before they are read or parsed.",
     )
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
@@ -186,7 +191,8 @@ class Settings(BaseSettings):
         for token in self.api_tokens:
             if len(token.get_secret_value()) < 16:
                 raise ConfigurationError(
-                    "every GRADPILOT_API_TOKENS entry must be at least 16 characters long"
+                    "every GRADPILOT_API_TOKENS entry must be at least 16 characters long; "
+                    f"for example {_EXAMPLES['api_tokens']}"
                 )
         if self.executor == "batch":
             missing = [
@@ -250,6 +256,7 @@ _EXAMPLES: dict[str, str] = {
     "port": "GRADPILOT_PORT=8765",
     "executor": "GRADPILOT_EXECUTOR=local (or batch, docker)",
     "local_max_parallel": "GRADPILOT_LOCAL_MAX_PARALLEL=2",
+    "max_body_bytes": "GRADPILOT_MAX_BODY_BYTES=16777216",
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -10,7 +11,8 @@ from sqlalchemy.engine import Engine
 
 from service import __version__, auth
 from service.api.deps import ApiState
-from service.api.errors import install_error_handlers
+from service.api.errors import document_errors, install_error_handlers
+from service.api.limits import RequestLimits
 from service.api.routes import health, runs, tokens, worker
 from service.artifacts import open_store
 from service.db.session import make_engine, make_sessionmaker
@@ -62,4 +64,30 @@ def create_api(settings: Settings, *, state: ApiState | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(worker.router)
     app.include_router(tokens.router)
+    # load balancers and uptime checks probe with HEAD
+    app.add_api_route(
+        "/healthz", health.healthz, methods=["HEAD"], tags=["health"], summary="The process is up"
+    )
+    app.add_api_route(
+        "/readyz",
+        health.readyz,
+        methods=["HEAD"],
+        tags=["health"],
+        summary="The database answers",
+        response_model=None,
+    )
+    app.add_middleware(RequestLimits, max_body_bytes=settings.max_body_bytes)
+    _document_errors(app)
     return app
+
+
+def _document_errors(app: FastAPI) -> None:
+    """The OpenAPI document with the error responses the API really sends."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.text import Text
 
 from service.server import embedded_server, free_port
 from service.settings import Settings, load_settings
@@ -57,7 +58,10 @@ def run_demo(*, as_json: bool = False, settings: Settings | None = None) -> dict
             client = ApiClient(url, settings.token_file.read_text().strip())
         run = client.post("/v1/runs", demo_body(source))
         console.print(
-            f"[bold]gradpilot demo[/]: run {run['id']} — a deep sigmoid CNN on digits, SGD lr 0.1"
+            Text.assemble(
+                ("gradpilot demo", "bold"),
+                f": run {run['id']} — a deep sigmoid CNN on digits, SGD lr 0.1",
+            )
         )
         run = wait_for_run(client, run["id"], quiet=False)
         jobs = client.get(f"/v1/runs/{run['id']}/jobs")["data"]
@@ -86,11 +90,15 @@ def run_demo(*, as_json: bool = False, settings: Settings | None = None) -> dict
         return result
     console.print(decisions_table(run["decisions"]))
     console.print(
-        f"validation accuracy: baseline [bold]{pct(result['baseline_val_accuracy'])}[/] → final "
-        f"[bold green]{pct(final)}[/] (test {pct(result['final_test_accuracy'])}) "
-        f"in {result['seconds']} s, "
-        f"{len(jobs)} jobs"
+        Text.assemble(
+            "validation accuracy: baseline ",
+            (pct(result["baseline_val_accuracy"]), "bold"),
+            " → final ",
+            (pct(final), "bold green"),
+            f" (test {pct(result['final_test_accuracy'])}) in {result['seconds']} s, "
+            f"{len(jobs)} jobs",
+        )
     )
-    console.print(f"report: {result['report']}")
-    console.print(f"dashboard: {result['dashboard']}")
+    console.print(Text(f"report: {result['report']}"))
+    console.print(Text(f"dashboard: {result['dashboard']}"))
     return result

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from service.cli.client import CliError
 from service.cli.infra import app as infra_app
@@ -38,6 +39,10 @@ def serve(
 ) -> None:
     """Run the API (migrating the database first); with --embedded, the whole control plane."""
     from service.server import serve as run_server
+
+    if port is not None and not 1 <= port <= 65535:
+        # uvicorn would listen on another port (the OS truncates it) while we announce this one
+        raise CliError(f"--port {port} is not a TCP port: use 1-65535, for example --port 8765", 2)
 
     run_server(host=host, port=port, embedded=embedded)
 
@@ -71,19 +76,22 @@ def validate(
         if as_json:
             console.file.write(json.dumps({"ok": False, "reason": message}) + "\n")
         else:
-            err.print(f"[red]invalid:[/] {message}")
+            err.print(Text.assemble(("invalid:", "red"), " ", str(message)))
         raise typer.Exit(1) from e
     data = report.to_dict() if hasattr(report, "to_dict") else dict(report.__dict__)
     if as_json:
         console.file.write(json.dumps(data, default=str) + "\n")
     elif report.ok:
         console.print(
-            f"[green]ok[/]: {data.get('parameters')} parameters, "
-            f"output {data.get('output_shape')}, "
-            f"loss {data.get('loss')}, {data.get('step_seconds')} s per step"
+            Text.assemble(
+                ("ok", "green"),
+                f": {data.get('parameters')} parameters, "
+                f"output {data.get('output_shape')}, "
+                f"loss {data.get('loss')}, {data.get('step_seconds')} s per step",
+            )
         )
     else:
-        err.print(f"[red]invalid[/] ({data.get('stage')}): {report.reason}")
+        err.print(Text.assemble(("invalid", "red"), f" ({data.get('stage')}): {report.reason}"))
     if not report.ok:
         raise typer.Exit(1)
 
@@ -106,13 +114,17 @@ def main() -> None:
     try:
         app()
     except CliError as e:
-        err.print("[red]error:[/] ", end="")
-        err.print(e.message, markup=False, highlight=False, soft_wrap=True)
+        _error_line(e.message)
         sys.exit(e.exit_code)
     except GradpilotError as e:  # a settings or start-up problem: one line, not a traceback
-        err.print("[red]error:[/] ", end="")
-        err.print(e.message, markup=False, highlight=False, soft_wrap=True)
+        _error_line(e.message)
         sys.exit(2)
+
+
+def _error_line(message: str) -> None:
+    """``error: <message>`` on stderr as one line of literal text (the message may be the
+    server's: it is never read as markup)."""
+    err.print(Text.assemble(("error:", "red"), " ", message), soft_wrap=True)
 
 
 if __name__ == "__main__":

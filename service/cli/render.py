@@ -1,24 +1,60 @@
-"""How the CLI shows runs, jobs and decisions with rich (and ``--json`` as plain JSON)."""
+"""How the CLI shows runs, jobs and decisions with rich (and ``--json`` as plain JSON).
+
+Everything that comes from the server (names, errors, rationales, ids) is put on the screen as
+``rich.text.Text``, never as a markup string: a run named ``[/]`` must not crash the table, and
+one named ``[link=file:///etc/passwd]x[/link]`` must not become a terminal hyperlink. Only the
+literal strings written in this package carry markup.
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from service.schemas.statuses import TERMINAL_JOB_STATUSES, TERMINAL_RUN_STATUSES
+from service.schemas.statuses import (
+    TERMINAL_JOB_STATUSES,
+    TERMINAL_RUN_STATUSES,
+    ExecutorState,
+    JobStatus,
+    RunStatus,
+)
 
 TERMINAL = TERMINAL_RUN_STATUSES | TERMINAL_JOB_STATUSES
-STATUS_STYLE = {
+
+#: colours of the statuses we know by name; any other status still gets ``DEFAULT_STATUS_STYLE``
+_COLOURS = {
     "succeeded": "green",
     "failed": "red",
     "cancelled": "yellow",
     "running": "cyan",
     "pending": "white",
+    "submitted": "blue",
     "awaiting_approval": "magenta",
+    "unknown": "dim",
 }
+DEFAULT_STATUS_STYLE = "bold"
+#: a style for every value of every status enum: a status added to ``service.schemas.statuses``
+#: is in this table the moment it exists (with the default style until it is given a colour).
+STATUS_STYLE: dict[str, str] = {
+    s.value: _COLOURS.get(s.value, DEFAULT_STATUS_STYLE)
+    for s in itertools.chain(RunStatus, JobStatus, ExecutorState)
+}
+
+
+def status_text(status: object) -> Text:
+    """A status in its colour; a status this CLI does not know (a newer server) in bold."""
+    value = str(status)
+    return Text(value, style=STATUS_STYLE.get(value, DEFAULT_STATUS_STYLE))
+
+
+def plain(value: object) -> Text:
+    """Server text as literal text (``None`` as empty)."""
+    return Text("" if value is None else str(value))
 
 
 def pct(x: float | None) -> str:
@@ -47,18 +83,17 @@ def runs_table(runs: list[dict[str, Any]]) -> Table:
             col, justify="right" if col in ("jobs", "epochs", "baseline", "best") else "left"
         )
     for r in runs:
-        style = STATUS_STYLE.get(r["status"], "")
         table.add_row(
-            r["id"][:12],
-            r.get("name") or "",
-            f"[{style}]{r['status']}[/]",
-            r["dataset"],
-            r["advisor"],
-            str(r["jobs"]),
-            str(r["epochs"]),
+            plain(r["id"][:12]),  # a unique prefix: every command accepts it
+            plain(r.get("name")),
+            status_text(r["status"]),
+            plain(r["dataset"]),
+            plain(r["advisor"]),
+            plain(r["jobs"]),
+            plain(r["epochs"]),
             pct(r.get("baseline_val_accuracy")),
             pct(r.get("best_val_accuracy")),
-            str(r["created_at"])[:19].replace("T", " "),
+            plain(str(r["created_at"])[:19].replace("T", " ")),
         )
     return table
 
@@ -71,43 +106,66 @@ def decisions_table(decisions: list[dict[str, Any]]) -> Table:
     table.add_column("advisor")
     table.add_column("why", ratio=1)
     for d in decisions:
-        advisor = d["advisor"] + (" (fallback)" if d.get("fallback") else "")
+        advisor = str(d["advisor"]) + (" (fallback)" if d.get("fallback") else "")
         table.add_row(
-            str(d["sequence"]),
-            str(d["generation"]),
-            f"[bold]{d['action']}[/]",
-            advisor,
-            d["rationale"],
+            plain(d["sequence"]),
+            plain(d["generation"]),
+            Text(str(d["action"]), style="bold"),
+            plain(advisor),
+            plain(d["rationale"]),
         )
     return table
 
 
+def approval_hint(run_id: str) -> Text:
+    """How to answer a paused run, with its real id."""
+    return Text(
+        f"answer with `gradpilot runs approve {run_id}` "
+        f"or `gradpilot runs reject {run_id} --feedback ...`"
+    )
+
+
 def show_run(console: Console, run: dict[str, Any]) -> None:
-    style = STATUS_STYLE.get(run["status"], "")
-    console.print(f"[bold]run {run['id']}[/] {run.get('name') or ''} — [{style}]{run['status']}[/]")
     console.print(
-        f"  dataset {run['dataset']}, advisor {run['advisor']}, approval {run['approval']}, "
-        f"{run['jobs']} jobs, {run['epochs']} epochs"
+        Text.assemble(
+            (f"run {run['id']}", "bold"),
+            " ",
+            str(run.get("name") or ""),
+            " — ",
+            status_text(run["status"]),
+        )
     )
     console.print(
-        f"  validation accuracy: baseline {pct(run.get('baseline_val_accuracy'))}, "
-        f"best {pct(run.get('best_val_accuracy'))}; "
-        f"test (final model) {pct(run.get('final_test_accuracy'))}"
+        plain(
+            f"  dataset {run['dataset']}, advisor {run['advisor']}, approval {run['approval']}, "
+            f"{run['jobs']} jobs, {run['epochs']} epochs"
+        )
+    )
+    console.print(
+        plain(
+            f"  validation accuracy: baseline {pct(run.get('baseline_val_accuracy'))}, "
+            f"best {pct(run.get('best_val_accuracy'))}; "
+            f"test (final model) {pct(run.get('final_test_accuracy'))}"
+        )
     )
     if run.get("isolation"):
         console.print(f"  isolation (latest job): {run['isolation']}", markup=False)
     if run.get("input_tokens") or run.get("output_tokens"):
-        console.print(f"  LLM tokens: {run['input_tokens']} in, {run['output_tokens']} out")
+        console.print(plain(f"  LLM tokens: {run['input_tokens']} in, {run['output_tokens']} out"))
     if run.get("error"):
-        console.print(f"  [red]error:[/] {run['error']}")
+        console.print(Text.assemble("  ", ("error:", "red"), " ", str(run["error"])))
     if run.get("pending_approval"):
         p = run["pending_approval"]
-        console.print(f"  [magenta]waiting for approval of {p['action']}:[/] {p['rationale']}")
-        if p.get("diff"):
-            console.print(p["diff"], markup=False, highlight=False)
         console.print(
-            "  answer with `gradpilot runs approve RUN` "
-            "or `gradpilot runs reject RUN --feedback ...`"
+            Text.assemble(
+                "  ",
+                (f"waiting for approval of {p['action']}:", "magenta"),
+                " ",
+                str(p["rationale"]),
+            )
         )
+        if p.get("diff"):
+            console.print(plain(p["diff"]))
+        console.print(Text("  ") + approval_hint(str(run["id"])))
     if run.get("decisions"):
         console.print(decisions_table(run["decisions"]))

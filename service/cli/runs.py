@@ -8,9 +8,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from service.cli import render
 from service.cli.client import ApiClient, CliError
+from service.cli.ids import resolve_run_id
 
 runs_app = typer.Typer(help="Create and inspect tuning runs.", no_args_is_help=True)
 console = Console()
@@ -22,6 +24,25 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tab
 
 def _client(url: str | None, token: str | None) -> ApiClient:
     return ApiClient(url, token)
+
+
+def _writable(output: Path) -> Path:
+    """Refuse an output file whose folder is missing before asking the server for anything."""
+    folder = output.parent
+    if not folder.is_dir():
+        raise CliError(
+            f"cannot write {output}: the folder {folder} does not exist; create it or pick "
+            f"another path, for example -o {output.name}",
+            2,
+        )
+    return output
+
+
+def _write(output: Path, data: bytes) -> None:
+    try:
+        output.write_bytes(data)
+    except OSError as e:
+        raise CliError(f"cannot write {output}: {e.strerror}; pick another path with -o", 2) from e
 
 
 def _read_model(path: Path) -> str:
@@ -159,7 +180,7 @@ def create(
         run = watch_run(client, run["id"], console)
     elif wait:
         if not as_json:
-            console.print(f"created run [bold]{run['id']}[/]")
+            console.print(Text.assemble("created run ", (str(run["id"]), "bold")))
         run = wait_for_run(client, run["id"], quiet=as_json)
     if as_json:
         render.print_json(console, run)
@@ -196,7 +217,8 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Show a run, its scores and its decisions."""
-    run = _client(url, token).get(f"/v1/runs/{run_id}")
+    client = _client(url, token)
+    run = client.get(f"/v1/runs/{resolve_run_id(client, run_id)}")
     render.print_json(console, run) if as_json else render.show_run(console, run)
 
 
@@ -209,7 +231,8 @@ def watch(
     """Follow a run live until it ends."""
     from service.cli.watch import watch_run
 
-    run = watch_run(_client(url, token), run_id, console)
+    client = _client(url, token)
+    run = watch_run(client, resolve_run_id(client, run_id), console)
     if run["status"] == "failed":
         raise typer.Exit(1)
 
@@ -222,8 +245,10 @@ def cancel(
     as_json: JsonOpt = False,
 ) -> None:
     """Cancel a run; its active job is stopped."""
-    run = _client(url, token).post(f"/v1/runs/{run_id}/cancel")
-    render.print_json(console, run) if as_json else console.print(f"run {run_id} cancelled")
+    client = _client(url, token)
+    run_id = resolve_run_id(client, run_id)
+    run = client.post(f"/v1/runs/{run_id}/cancel")
+    render.print_json(console, run) if as_json else console.print(Text(f"run {run_id} cancelled"))
 
 
 @runs_app.command("approve")
@@ -234,8 +259,12 @@ def approve(
     as_json: JsonOpt = False,
 ) -> None:
     """Approve the change a paused run proposes."""
-    run = _client(url, token).post(f"/v1/runs/{run_id}/approve")
-    render.print_json(console, run) if as_json else console.print(f"approved; run {run_id} goes on")
+    client = _client(url, token)
+    run_id = resolve_run_id(client, run_id)
+    run = client.post(f"/v1/runs/{run_id}/approve")
+    render.print_json(console, run) if as_json else console.print(
+        Text(f"approved; run {run_id} goes on")
+    )
 
 
 @runs_app.command("reject")
@@ -247,7 +276,8 @@ def reject(
     as_json: JsonOpt = False,
 ) -> None:
     """Reject the proposed change; the feedback reaches the advisor's next proposal."""
-    run = _client(url, token).post(f"/v1/runs/{run_id}/reject", {"feedback": feedback})
+    client = _client(url, token)
+    run = client.post(f"/v1/runs/{resolve_run_id(client, run_id)}/reject", {"feedback": feedback})
     render.print_json(console, run) if as_json else console.print(
         "rejected; the advisor will propose again"
     )
@@ -263,10 +293,13 @@ def report(
     token: TokenOpt = None,
 ) -> None:
     """Print (or save) the run's Markdown report."""
-    text = _client(url, token).request("GET", f"/v1/runs/{run_id}/report").text
     if output:
-        output.write_text(text)
-        console.print(f"report written to {output}")
+        _writable(output)
+    client = _client(url, token)
+    text = client.request("GET", f"/v1/runs/{resolve_run_id(client, run_id)}/report").text
+    if output:
+        _write(output, text.encode("utf-8"))
+        console.print(Text(f"report written to {output}"))
     else:
         console.file.write(text)
 
@@ -281,8 +314,10 @@ def figure(
     token: TokenOpt = None,
 ) -> None:
     """Save the four-panel figure (loss, accuracy, total and per-layer gradient norms)."""
-    output.write_bytes(_client(url, token).get_bytes(f"/v1/runs/{run_id}/figure.png"))
-    console.print(f"figure written to {output}")
+    _writable(output)
+    client = _client(url, token)
+    _write(output, client.get_bytes(f"/v1/runs/{resolve_run_id(client, run_id)}/figure.png"))
+    console.print(Text(f"figure written to {output}"))
 
 
 @runs_app.command("diff")
@@ -296,9 +331,16 @@ def diff(
 ) -> None:
     """Unified diff between two architecture versions, and why the newer one was written."""
     params = {k: v for k, v in (("a", version_a), ("b", version_b)) if v is not None}
-    data = _client(url, token).get(f"/v1/runs/{run_id}/diff", params=params)
+    client = _client(url, token)
+    data = client.get(f"/v1/runs/{resolve_run_id(client, run_id)}/diff", params=params)
     if as_json:
         render.print_json(console, data)
         return
-    console.print(f"[bold]v{data['from_version']} → v{data['to_version']}[/]: {data['rationale']}")
-    console.print(data["diff"] or "(identical)", markup=False, highlight=False)
+    console.print(
+        Text.assemble(
+            (f"v{data['from_version']} → v{data['to_version']}", "bold"),
+            ": ",
+            str(data["rationale"]),
+        )
+    )
+    console.print(render.plain(data["diff"] or "(identical)"))

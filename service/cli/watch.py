@@ -112,11 +112,10 @@ def _when(value: str | None) -> datetime:
 
 
 def job_line(job: dict[str, Any], best: float | None) -> Text:
-    style = render.STATUS_STYLE.get(job["status"], "")
     text = Text.assemble(
         (f"generation {job['generation']}", "bold"),
         f" (attempt {job['attempt']}, architecture v{job['architecture_version']}) ",
-        (job["status"], style),
+        render.status_text(job["status"]),
         f": best validation accuracy {render.pct(best)}",
     )
     if job.get("error_kind"):
@@ -131,7 +130,7 @@ def decision_line(d: dict[str, Any]) -> Text:
     text = Text.assemble(
         ("decision ", "dim"),
         (f"#{d['sequence']} ", "dim"),
-        (action, f"bold {ACTION_STYLE.get(action, '')}"),
+        (str(action), f"bold {ACTION_STYLE.get(action, '')}".strip()),
         f" after generation {d['generation']} by {advisor}: ",
         d.get("rationale") or "",
     )
@@ -154,12 +153,11 @@ def view(state: WatchState) -> RenderableType:
     if run is None:
         return Text(f"connecting to run {state.run_id}…", "dim")
     parts: list[RenderableType] = []
-    style = render.STATUS_STYLE.get(run["status"], "")
     parts.append(
         Text.assemble(
             (f"run {run['id'][:12]}", "bold"),
             f" {run.get('name') or ''} — ",
-            (run["status"], style),
+            render.status_text(run["status"]),
             f" · {run['dataset']} · advisor {run['advisor']} · baseline "
             f"{render.pct(run.get('baseline_val_accuracy'))} → best "
             f"{render.pct(run.get('best_val_accuracy'))}",
@@ -185,14 +183,10 @@ def view(state: WatchState) -> RenderableType:
         parts.append(generations_table(state))
     if run.get("pending_approval"):
         p = run["pending_approval"]
-        parts.append(
-            Text(
-                f"waiting for approval of {p['action']}: {p['rationale']}\n"
-                f"answer with `gradpilot runs approve {run['id']}` or `gradpilot runs reject "
-                f"{run['id']} --feedback ...`",
-                "magenta",
-            )
-        )
+        hint = Text(f"waiting for approval of {p['action']}: {p['rationale']}\n", "magenta")
+        hint.append_text(render.approval_hint(str(run["id"])))
+        hint.stylize("magenta")
+        parts.append(hint)
     if state.problem:
         parts.append(Text(state.problem, "red"))
     return Group(*parts)
@@ -230,15 +224,14 @@ def generations_table(state: WatchState) -> Table:
         table.add_column(col, justify="right" if col in ("gen", "attempt", "lr") else "left")
     for job in state.jobs:
         hp = job["hyperparameters"]
-        style = render.STATUS_STYLE.get(job["status"], "")
         table.add_row(
-            str(job["generation"]),
-            str(job["attempt"]),
-            f"v{job['architecture_version']}",
-            str(hp.get("optimizer")),
-            f"{hp.get('learning_rate'):.3g}",
-            f"{job['epoch_start']}–{job['epoch_start'] + job['epochs'] - 1}",
-            f"[{style}]{job['status']}[/]",
+            render.plain(job["generation"]),
+            render.plain(job["attempt"]),
+            render.plain(f"v{job['architecture_version']}"),
+            render.plain(hp.get("optimizer")),
+            render.plain(f"{hp.get('learning_rate'):.3g}"),
+            render.plain(f"{job['epoch_start']}–{job['epoch_start'] + job['epochs'] - 1}"),
+            render.status_text(job["status"]),
             render.pct(state.job_best(job)),
         )
     return table

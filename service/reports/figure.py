@@ -208,7 +208,8 @@ def build_figure(
     fig = Figure(figsize=(13, 8.5), dpi=100)
     FigureCanvasAgg(fig)
     if title:
-        fig.suptitle(title, fontsize=12)
+        # a run's name is the user's text, not mathtext: "$\frac{1}{$" must not break the figure
+        fig.suptitle(title, fontsize=12, parse_math=False)
     ordered = sorted({s.epoch: s for s in summaries}.values(), key=lambda s: s.epoch)
     if not ordered:
         ax = fig.add_subplot()
@@ -267,7 +268,13 @@ def build_figure(
 
     layers = _layer_series(ordered)
     for i, (label, values) in enumerate(layers):
-        ax_layers.plot(epochs, values, label=label, color=_depth_color(i, len(layers)), lw=1.3)
+        ax_layers.plot(
+            epochs,
+            values,
+            label=label.replace("$", r"\$"),  # tensor names are the user's text, not mathtext
+            color=_depth_color(i, len(layers)),
+            lw=1.3,
+        )
     _log_if_data(ax_layers, *(v for _, v in layers))
 
     for ax, panel_title in zip((ax_loss, ax_acc, ax_total, ax_layers), PANEL_TITLES, strict=True):

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from service.schemas.fields import Text
+
 DatasetName = Literal["digits", "cifar10", "cifar100", "synthetic", "npz"]
 
 #: input shape (C, H, W) and number of classes of each built-in dataset.
@@ -26,9 +28,13 @@ class DatasetSpec(BaseModel):
         description="digits (offline, scikit-learn), cifar10, cifar100, synthetic (for tests) "
         "or npz (a file with x_train, y_train and optionally x_test, y_test)."
     )
-    uri: str | None = Field(None, description="Path or s3:// URL of the .npz file (npz only).")
-    data_dir: str | None = Field(
-        None, description="Folder holding torchvision's CIFAR files (cifar10/cifar100)."
+    uri: Text | None = Field(
+        None, max_length=2000, description="Path or s3:// URL of the .npz file (npz only)."
+    )
+    data_dir: Text | None = Field(
+        None,
+        max_length=2000,
+        description="Folder holding torchvision's CIFAR files (cifar10/cifar100).",
     )
     input_shape: tuple[int, int, int] | None = Field(
         None, description="(channels, height, width) of one sample; required for npz."

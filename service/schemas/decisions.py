@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from service.schemas.fields import AwareTime
 
 Action = Literal["continue", "tune", "redesign", "repair", "retry", "finish"]
 ACTIONS: tuple[str, ...] = ("continue", "tune", "redesign", "repair", "retry", "finish")
@@ -30,7 +31,7 @@ class DecisionPublic(BaseModel):
     latency_ms: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    created_at: datetime
+    created_at: AwareTime
 
 
 class ArchitecturePublic(BaseModel):
@@ -45,7 +46,7 @@ class ArchitecturePublic(BaseModel):
     author: str = Field(description="user, or the advisor that wrote it.")
     source: str
     parameters: int | None = Field(None, description="Parameter count measured by the sandbox.")
-    created_at: datetime
+    created_at: AwareTime
 
 
 class ArchitectureDiff(BaseModel):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from service.schemas.datasets import DatasetSpec
+from service.schemas.fields import AwareTime, Count, Int32, Text
 from service.schemas.hyperparameters import Hyperparameters
 from service.schemas.statuses import ErrorKind, JobStatus
 
@@ -66,11 +66,11 @@ class JobPublic(BaseModel):
     test_accuracy: float | None
     log_location: str | None
     isolation: str | None = None
-    created_at: datetime
-    submitted_at: datetime | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
+    created_at: AwareTime
+    submitted_at: AwareTime | None
+    started_at: AwareTime | None
+    finished_at: AwareTime | None
+    heartbeat_at: AwareTime | None
 
 
 class CheckpointIn(BaseModel):
@@ -78,14 +78,14 @@ class CheckpointIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    uri: str = Field(max_length=2000, description="URL of the checkpoint object.")
-    epoch: int = Field(ge=0, description="Run-wide epoch after which it was taken.")
+    uri: Text = Field(min_length=1, max_length=2000, description="URL of the checkpoint object.")
+    epoch: Count = Field(description="Run-wide epoch after which it was taken.")
 
 
 class HeartbeatIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    epoch: int | None = Field(None, ge=0, description="Epoch the worker is training.")
+    epoch: Count | None = Field(None, description="Epoch the worker is training.")
 
 
 class JobFinish(BaseModel):
@@ -97,9 +97,9 @@ class JobFinish(BaseModel):
     error_kind: ErrorKind | None = Field(
         None, description="code (the model's code raised) or infrastructure (retryable)."
     )
-    exit_code: int | None = None
-    message: str | None = Field(None, max_length=20_000)
-    traceback: str | None = Field(None, max_length=200_000)
+    exit_code: Int32 | None = Field(None, description="The worker's exit status.")
+    message: Text | None = Field(None, max_length=20_000)
+    traceback: Text | None = Field(None, max_length=200_000)
     test_accuracy: float | None = Field(None, ge=0, le=1)
     isolation: str | None = Field(
         None,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from service.schemas.datasets import DatasetSpec
 from service.schemas.decisions import DecisionPublic
+from service.schemas.fields import AwareTime, Text
 from service.schemas.hyperparameters import Hyperparameters
 from service.schemas.statuses import RunStatus
 
@@ -53,7 +53,7 @@ class RunCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, max_length=200, description="A label for people.")
+    name: Text | None = Field(None, max_length=200, description="A label for people.")
     model_source: str = Field(
         description="Python source of the model module (the model contract: build_model(...) "
         "or a CNN class; optional loss_function). At most 256 KiB of UTF-8."
@@ -61,7 +61,7 @@ class RunCreate(BaseModel):
     dataset: DatasetSpec
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     budget: Budget = Field(default_factory=Budget)
-    advisor: str | None = Field(
+    advisor: Text | None = Field(
         None,
         max_length=300,
         description="'rules', or 'bedrock:<model id or inference profile>', or any "
@@ -108,7 +108,7 @@ class ApprovalRequest(BaseModel):
 class RejectBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    feedback: str = Field("", max_length=10_000, description="What the advisor should do instead.")
+    feedback: Text = Field("", max_length=10_000, description="What the advisor should do instead.")
 
 
 class RunSummary(BaseModel):
@@ -126,8 +126,8 @@ class RunSummary(BaseModel):
     epochs: int = Field(description="Epochs trained so far (all jobs).")
     best_val_accuracy: float | None
     baseline_val_accuracy: float | None = Field(description="Best validation accuracy of job 0.")
-    created_at: datetime
-    updated_at: datetime
+    created_at: AwareTime
+    updated_at: AwareTime
     error: str | None = Field(None, description="Why the run failed, when it did.")
 
 

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from service.schemas.fields import NO_NUL_PATTERN, Count
+
+#: most parameter tensors one epoch may report (large CNNs and transformers have hundreds)
+MAX_TENSORS = 4096
+#: longest parameter tensor name (``named_parameters()`` names are dotted module paths)
+MAX_TENSOR_NAME = 300
+TensorName = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_TENSOR_NAME, pattern=NO_NUL_PATTERN)
+]
 
 
 class NormStats(BaseModel):
@@ -33,23 +44,25 @@ class EpochSummaryIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epoch: int = Field(
-        ge=0, description="Run-wide epoch index (0-based); inside the job's segment."
-    )
+    epoch: Count = Field(description="Run-wide epoch index (0-based); inside the job's segment.")
     train_loss: float | None = Field(None, description="Mean training loss; null if non-finite.")
     val_loss: float | None = Field(None, description="Validation loss; null if non-finite.")
     train_accuracy: float = Field(ge=0, le=1, description="Training accuracy in [0, 1].")
     val_accuracy: float = Field(ge=0, le=1, description="Validation accuracy in [0, 1].")
     learning_rate: float = Field(ge=0, description="Learning rate at the end of the epoch.")
     grad_total: NormStats = Field(description="Total gradient L2 norm, before clipping.")
-    grad_layers: dict[str, NormStats] = Field(
-        default_factory=dict, description="Per parameter tensor gradient L2 norm, by name."
+    grad_layers: dict[TensorName, NormStats] = Field(
+        default_factory=dict,
+        max_length=MAX_TENSORS,
+        description="Per parameter tensor gradient L2 norm, by name.",
     )
-    weight_norms: dict[str, float] = Field(
-        default_factory=dict, description="Per parameter tensor weight L2 norm at epoch end."
+    weight_norms: dict[TensorName, float] = Field(
+        default_factory=dict,
+        max_length=MAX_TENSORS,
+        description="Per parameter tensor weight L2 norm at epoch end.",
     )
-    nonfinite_steps: int = Field(0, ge=0, description="Steps whose gradients were not finite.")
-    steps: int = Field(ge=0, description="Optimizer steps in the epoch.")
+    nonfinite_steps: Count = Field(0, description="Steps whose gradients were not finite.")
+    steps: Count = Field(description="Optimizer steps in the epoch.")
     seconds: float = Field(ge=0, description="Wall time of the epoch (training + validation).")
     samples_per_second: float = Field(ge=0, description="Training throughput.")
 
@@ -95,3 +108,6 @@ class EpochSummaryPublic(EpochSummaryIn):
     job_id: str
     generation: int
     attempt: int
+    #: stored names were checked on the way in
+    grad_layers: dict[str, NormStats] = Field(default_factory=dict)
+    weight_norms: dict[str, float] = Field(default_factory=dict)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from service.schemas.fields import AwareTime
 
 
 class TokenCreate(BaseModel):
@@ -35,8 +36,8 @@ class TokenPublic(BaseModel):
     user: str | None
     role: Literal["admin", "user"] | None
     job_id: str | None
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: AwareTime
+    revoked_at: AwareTime | None
 
 
 class TokenCreated(TokenPublic):

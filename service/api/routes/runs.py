@@ -14,6 +14,7 @@ from service.auth import Principal
 from service.db.models import Run
 from service.errors import Forbidden, NotFound
 from service.schemas.decisions import ArchitectureDiff, ArchitecturePublic, DecisionPublic
+from service.schemas.fields import INT32_MAX
 from service.schemas.jobs import JobPublic, JobsPublic
 from service.schemas.runs import RejectBody, RunCreate, RunPublic, RunsPublic
 from service.schemas.statuses import RunStatus
@@ -48,7 +49,7 @@ def list_runs(
     user: User,
     status: RunStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
 ) -> RunsPublic:
     data, count = run_ops.list_runs(
         session, status=status, limit=limit, offset=offset, owner_id=user.owner_filter
@@ -98,7 +99,7 @@ def run_metrics(
     run_id: str,
     session: DbSession,
     user: User,
-    since_epoch: Annotated[int | None, Query(ge=0)] = None,
+    since_epoch: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
 ) -> list[EpochSummaryPublic]:
     _run(session, run_id, user)
     return job_ops.metrics(session, run_id, since_epoch)
@@ -121,8 +122,12 @@ def run_diff(
     run_id: str,
     session: DbSession,
     user: User,
-    a: Annotated[int | None, Query(ge=0, description="Older version (default: newer - 1)")] = None,
-    b: Annotated[int | None, Query(ge=0, description="Newer version (default: latest)")] = None,
+    a: Annotated[
+        int | None, Query(ge=0, le=INT32_MAX, description="Older version (default: newer - 1)")
+    ] = None,
+    b: Annotated[
+        int | None, Query(ge=0, le=INT32_MAX, description="Newer version (default: latest)")
+    ] = None,
 ) -> ArchitectureDiff:
     _run(session, run_id, user)
     return run_ops.architecture_diff(session, run_id, a, b)
