@@ -126,6 +126,8 @@ _DESCRIPTIONS = {
 }
 #: operations that refuse a request that does not fit the state, by the end of their path
 _CONFLICTS = ("/cancel", "/approve", "/reject", "/heartbeat", "/finish")
+#: a job's worker operations answer 409 once the job has ended (its token no longer works)
+_WORKER_PREFIX = "/v1/jobs/{job_id}/"
 #: operations that read the artifact store
 _ARTIFACTS = ("/report",)
 
@@ -171,8 +173,7 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
                 codes.add("400")
             if method == "post":
                 codes.add("413")
-            # A job's worker endpoints answer 409 once the job has ended (its token is dead).
-            if path.endswith(_CONFLICTS) or path.startswith("/v1/jobs/"):
+            if path.endswith(_CONFLICTS) or path.startswith(_WORKER_PREFIX):
                 codes.add("409")
             if path.endswith(_ARTIFACTS):
                 codes.add("502")

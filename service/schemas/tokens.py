@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.schemas.fields import AwareTime
+from service.schemas.fields import AwareTime, Text
 
 
 class TokenCreate(BaseModel):
@@ -23,7 +23,7 @@ class TokenCreate(BaseModel):
     role: Literal["admin", "user"] | None = Field(
         None, description="Role of a new user (default 'user'); must match an existing one's."
     )
-    name: str = Field("", max_length=200, description="What the token is for, e.g. 'laptop'.")
+    name: Text = Field("", max_length=200, description="What the token is for, e.g. 'laptop'.")
 
 
 class TokenPublic(BaseModel):
