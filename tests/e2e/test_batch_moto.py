@@ -15,6 +15,7 @@ import boto3
 import pytest
 
 from service.cli.client import ApiClient
+from service.executors import job_name
 from service.infra import deploy_stack, settings_from_outputs
 from service.server import embedded_server
 from service.settings import Settings
@@ -73,7 +74,10 @@ def test_run_on_batch_against_moto(
                 if job["external_id"] and job["external_id"] not in played:
                     played.add(job["external_id"])
                     described = batch.describe_jobs(jobs=[job["external_id"]])["jobs"][0]
-                    assert described["jobName"].endswith(f"-g{job['generation']}-a{job['attempt']}")
+                    # The name carries run, generation, attempt and the job row's own id.
+                    assert described["jobName"] == job_name(
+                        run["id"], job["generation"], job["attempt"], job["id"]
+                    )
                     worker_env = {
                         e["name"]: e["value"] for e in described["container"]["environment"]
                     }
