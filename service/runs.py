@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import BUILTIN_ADMIN_ID, Architecture, Decision, EpochSummary, Job, Run
 from service.errors import Conflict, InvalidInput, NotFound, SandboxRejected
+from service.schemas.advisors import BEDROCK_PROVIDERS
 from service.schemas.datasets import DatasetSpec
 from service.schemas.decisions import ArchitectureDiff, ArchitecturePublic, DecisionPublic
 from service.schemas.hyperparameters import Hyperparameters
@@ -53,9 +54,6 @@ def check_advisor_spec(spec: str) -> str:
 
 #: the model contract's entry points (``service.sandbox.model_contract``)
 _ENTRY_POINTS = frozenset({"build_model", "CNN"})
-#: advisor providers that name Bedrock (``service.advisors.llm_models.BEDROCK_PROVIDERS``; runs sit
-#: below the advisors' layer, so the names are repeated here and a test keeps them equal)
-BEDROCK_PROVIDERS = frozenset({"bedrock", "bedrock_converse", "aws"})
 #: LangChain providers whose integration package is not ``langchain_<provider>``
 _PROVIDER_PACKAGES = {
     "azure_openai": "langchain_openai",

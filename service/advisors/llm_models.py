@@ -14,6 +14,7 @@ from langchain_core.language_models import BaseChatModel
 
 from service.advisors.llm_errors import fatal_message
 from service.errors import AdvisorError, ConfigurationError
+from service.schemas.advisors import BEDROCK_PROVIDERS
 from service.settings import Settings
 
 Role = Literal["advisor", "writer", "fixer", "report"]
@@ -22,7 +23,6 @@ ROLES: tuple[Role, ...] = ("advisor", "writer", "fixer", "report")
 #: output budget per role: a whole model module needs room; an assessment does not
 MAX_TOKENS: dict[Role, int] = {"advisor": 2048, "writer": 8192, "fixer": 8192, "report": 1024}
 CONNECT_TIMEOUT_S = 10
-BEDROCK_PROVIDERS = frozenset({"bedrock", "bedrock_converse", "aws"})
 #: application inference profile ARNs do not name the model's provider; gradpilot targets Claude
 DEFAULT_ARN_PROVIDER = "anthropic"
 
